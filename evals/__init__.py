@@ -1,0 +1,1 @@
+"""Evaluation runners and benchmarks; scripted dialogues live beside them as data."""

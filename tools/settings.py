@@ -1,0 +1,89 @@
+"""Where recagent keeps its data, models and stores: one settings object from options, environment and config file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+# The repository root when running from a checkout (tools/ lies one level below it).
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says how to fix it."""
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "recagent"
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "recagent"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with `Settings.load()` and adjust with `.with_()`."""
+
+    home: Path  # Chroma store, checkpoints, feedback: RECAGENT_HOME
+    cache: Path  # assembled model files, shared by every home: RECAGENT_CACHE
+    data: Path | None  # catalogs and benchmarks: --data, RECAGENT_DATA, or ../shared/data
+    chroma_url: str | None  # a Chroma server instead of the embedded store: --chroma-url, RECAGENT_CHROMA_URL
+    models: dict[str, str] = field(default_factory=dict)  # per-asset overrides: path or hub name
+    config_file: Path | None = None
+
+    @classmethod
+    def load(cls, *, home: str | Path | None = None, data: str | Path | None = None,
+             chroma_url: str | None = None, config_file: str | Path | None = None) -> "Settings":
+        """Settings from explicit arguments, then environment variables, then the config file, then defaults."""
+        env = os.environ
+        home_path = Path(home or env.get("RECAGENT_HOME") or _default_home()).expanduser()
+        cfg_path = Path(config_file or env.get("RECAGENT_CONFIG") or home_path / "config.toml").expanduser()
+        cfg: dict = {}
+        if cfg_path.is_file():
+            try:
+                cfg = tomllib.loads(cfg_path.read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
+        models = {str(k): str(v) for k, v in (cfg.get("models") or {}).items()}
+        for key, value in env.items():  # RECAGENT_MODEL_TEXT_EMBEDDER=/path -> models["text-embedder"]
+            if key.startswith("RECAGENT_MODEL_") and value:
+                models[key[len("RECAGENT_MODEL_"):].lower().replace("_", "-")] = value
+        data_value = data or env.get("RECAGENT_DATA") or cfg.get("data")
+        return cls(
+            home=home_path,
+            cache=Path(env.get("RECAGENT_CACHE") or cfg.get("cache") or _default_cache()).expanduser(),
+            data=Path(data_value).expanduser() if data_value else _default_data(),
+            chroma_url=chroma_url or env.get("RECAGENT_CHROMA_URL") or cfg.get("chroma_url") or None,
+            models=models,
+            config_file=cfg_path if cfg_path.is_file() else None,
+        )
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def require_data(self) -> Path:
+        """The data folder, or a ConfigError that says how to get it."""
+        if self.data is None or not self.data.is_dir():
+            where = f" ({self.data} does not exist)" if self.data else ""
+            raise ConfigError(
+                f"no data folder found{where}. Point recagent at one with --data DIR or RECAGENT_DATA=DIR "
+                "(a folder holding movielens/, fashion/, redial/), or download MovieLens latest-small with "
+                "`recagent data download` (needs internet)."
+            )
+        return self.data
+
+
+def _default_data() -> Path | None:
+    """`../shared/data` beside the checkout or the working directory, else the downloaded copy in the home."""
+    for root in (CHECKOUT_ROOT, Path.cwd()):
+        candidate = root.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    downloaded = Path(os.environ.get("RECAGENT_HOME") or _default_home()).expanduser() / "data"
+    return downloaded if downloaded.is_dir() else None
