@@ -281,6 +281,23 @@ def load_movies(data_dir: Path, top_tags: int = 8) -> Catalog:
 
 # ---- fashion -------------------------------------------------------------------------------------
 
+_PLURAL_ONLY = {"jeans", "shorts", "trousers", "briefs", "capris", "leggings", "sunglasses", "pants", "boxers",
+                "trunks", "tights", "jeggings", "salwar", "churidar"}
+
+
+def singular(noun_phrase: str) -> str:
+    """'Dresses' -> 'Dress', 'Casual Shoes' -> 'Casual Shoe', 'Jeans' stays: queries say "a red dress"."""
+    words = noun_phrase.split()
+    if not words or words[-1].lower() in _PLURAL_ONLY:
+        return noun_phrase
+    last = words[-1]
+    if re.search(r"(ss|sh|ch|x)es$", last):
+        last = last[:-2]
+    elif last.endswith("s") and not last.endswith("ss"):
+        last = last[:-1]
+    return " ".join(words[:-1] + [last])
+
+
 FASHION_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
 
 
@@ -305,10 +322,11 @@ def load_fashion(data_dir: Path) -> Catalog:
             except ValueError:
                 errors.append(RowError(str(products), lineno, f"year '{year}' is not a number"))
                 continue
-        description = "{colour} {type} for {gender}, {usage}. {season}.".format(
-            colour=metadata.get("baseColour", ""), type=metadata.get("articleType", ""),
-            gender=metadata.get("gender", ""), usage=metadata.get("usage", ""), season=metadata.get("season", ""),
-        ).replace(" ,", ",").replace(", .", ".").strip()
+        description = " ".join(
+            f"{metadata.get('baseColour', '')} {singular(metadata.get('articleType', ''))} for "
+            f"{metadata.get('gender', '')}. {metadata.get('usage', '')} {metadata.get('subCategory', '')}, "
+            f"{metadata.get('season', '')}.".split()
+        )
         image = root / (row.get("image", "").strip() or f"images/{pid}.jpg")
         items.append(Item(pid, name, description, metadata, str(image) if image.is_file() else None))
     return Catalog("fashion", items, errors, str(products))

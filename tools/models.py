@@ -214,20 +214,81 @@ def text_embedder(settings: Settings | None = None):
     source = resolve_model("text-embedder", settings)
 
     def load():
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading progress bars
         if Path(source).exists():  # a local folder: never wait on a hub that cannot be reached
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import transformers
         from sentence_transformers import SentenceTransformer
 
+        transformers.utils.logging.disable_progress_bar()
         return SentenceTransformer(source, device="cpu")
 
     return shared(("text-embedder", source), load)
 
 
 def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: int = 64):
-    """L2-normalised float32 embeddings, shape (len(texts), 384) for MiniLM."""
-    model = text_embedder(settings)
-    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False)
+    """L2-normalised float32 embeddings, shape (len(texts), 384) for MiniLM; cached on disk by text."""
+    import numpy as np
+
+    settings = settings or Settings.load()
+    source = resolve_model("text-embedder", settings)
+    cache = EmbeddingCache(settings.cache / "embeddings.sqlite", source)
+    found = cache.get(texts)
+    missing = [t for t in dict.fromkeys(texts) if t not in found]
+    if missing:
+        vectors = text_embedder(settings).encode(missing, batch_size=batch_size, normalize_embeddings=True,
+                                                 convert_to_numpy=True, show_progress_bar=False)
+        fresh = dict(zip(missing, vectors.astype(np.float32)))
+        cache.put(fresh)
+        found.update(fresh)
+    return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+
+
+class EmbeddingCache:
+    """Text -> vector, per model, in SQLite: re-indexing, a second store or a benchmark never re-embeds."""
+
+    def __init__(self, path: Path, model_key: str):
+        self.path = path
+        self.model = hashlib.sha1(model_key.encode()).hexdigest()[:12]
+
+    def _connect(self):
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30)
+        con.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key))")
+        return con
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def get(self, texts: list[str]) -> dict:
+        import numpy as np
+
+        keys = {self._key(t): t for t in texts}
+        out = {}
+        con = self._connect()
+        try:
+            items = list(keys)
+            for lo in range(0, len(items), 500):
+                chunk = items[lo: lo + 500]
+                rows = con.execute(f"SELECT key, vec FROM emb WHERE model=? AND key IN ({','.join('?' * len(chunk))})",
+                                   [self.model, *chunk]).fetchall()
+                for key, blob in rows:
+                    out[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        finally:
+            con.close()
+        return out
+
+    def put(self, vectors: dict) -> None:
+        con = self._connect()
+        try:
+            with con:
+                con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                                [(self.model, self._key(t), v.tobytes()) for t, v in vectors.items()])
+        finally:
+            con.close()
 
 
 def model_status(settings: Settings | None = None) -> list[dict]:
