@@ -27,6 +27,9 @@ class _Group(click.Group):
         except USER_ERRORS as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group)

@@ -194,6 +194,7 @@ def load_file_catalog(path: Path, name: str | None = None) -> Catalog:
             continue
         seen.add(item.id)
         items.append(item)
+    errors.sort(key=lambda e: e.line)
     return Catalog(name or path.stem, items, errors, str(path))
 
 

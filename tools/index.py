@@ -131,6 +131,11 @@ class CatalogIndex:
         self.client = client or connect(self.settings)
         self._collection = None
 
+    def _failure(self, exc: Exception, what: str = "") -> StoreError:
+        where = self.settings.chroma_url or str(self.settings.home / "chroma")
+        return StoreError(f"the Chroma store at {where} failed ({exc.__class__.__name__}: {exc})"
+                          + (f" {what}" if what else ""))
+
     # -- collection ---------------------------------------------------------------------------------
     def collection(self, create: bool = False):
         if self._collection is None:
@@ -152,14 +157,22 @@ class CatalogIndex:
         return json.loads(meta.get("fields", "{}"))
 
     def count(self) -> int:
-        return self.collection().count()
+        try:
+            return self.collection().count()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc) from None
 
     def fingerprints(self) -> dict[str, str]:
         """Item id -> fingerprint of every indexed item."""
         col = self.collection(create=True)
         out, offset, page = {}, 0, 5000
         while True:
-            got = col.get(include=["metadatas"], limit=page, offset=offset)
+            try:
+                got = col.get(include=["metadatas"], limit=page, offset=offset)
+            except Exception as exc:
+                raise self._failure(exc) from None
             for item_id, meta in zip(got["ids"], got["metadatas"]):
                 out[item_id] = (meta or {}).get("_fp", "")
             if len(got["ids"]) < page:
@@ -193,31 +206,29 @@ class CatalogIndex:
 
             embed = lambda texts: embed_texts(texts, self.settings)  # noqa: E731
         col = self.collection(create=True)
-        stop = _StopFlag()
-        bar = _progress(len(todo), progress, f"indexing {catalog.name}")
-        try:
-            with stop:
-                for lo in range(0, len(todo), batch_size):
-                    if stop.requested:
-                        report.interrupted = True
-                        break
-                    batch = todo[lo: lo + batch_size]
-                    vectors = embed([it.document() for it in batch])
+        with _StopFlag() as stop, _progress(len(todo), progress, f"indexing {catalog.name}") as bar:
+            for lo in range(0, len(todo), batch_size):
+                if stop.requested:
+                    report.interrupted = True
+                    break
+                batch = todo[lo: lo + batch_size]
+                vectors = embed([it.document() for it in batch])
+                try:
                     col.upsert(ids=[it.id for it in batch], embeddings=vectors,
                                metadatas=[_chroma_metadata(it) for it in batch],
                                documents=[it.document() for it in batch])
-                    for it in batch:
-                        if it.id in existing:
-                            report.updated += 1
-                        else:
-                            report.added += 1
-                    bar.update(len(batch))
-                report.interrupted = report.interrupted or stop.requested
-        finally:
-            bar.close()
+                except Exception as exc:
+                    raise self._failure(exc, f"after writing {report.added + report.updated} items; "
+                                             "rerun the same command to continue") from None
+                report.updated += sum(it.id in existing for it in batch)
+                report.added += sum(it.id not in existing for it in batch)
+                bar.update(len(batch))
         if not report.interrupted:
-            for lo in range(0, len(stale), 1000):
-                col.delete(ids=stale[lo: lo + 1000])
+            try:
+                for lo in range(0, len(stale), 1000):
+                    col.delete(ids=stale[lo: lo + 1000])
+            except Exception as exc:
+                raise self._failure(exc, "while removing items no longer in the catalog") from None
             report.removed = len(stale)
             self._record_fields(catalog)
         report.seconds = time.perf_counter() - start
@@ -242,9 +253,12 @@ class CatalogIndex:
             vector = embed_texts([query or ""], self.settings)[0]
         exclude = set(exclude)
         col = self.collection()
-        n = min(k + len(exclude), max(col.count(), 1))
-        got = col.query(query_embeddings=[list(map(float, vector))], n_results=n, where=where or None,
-                        include=["metadatas", "distances"])
+        n = min(k + len(exclude), max(self.count(), 1))
+        try:
+            got = col.query(query_embeddings=[list(map(float, vector))], n_results=n, where=where or None,
+                            include=["metadatas", "distances"])
+        except Exception as exc:
+            raise self._failure(exc) from None
         hits = []
         for item_id, meta, dist in zip(got["ids"][0], got["metadatas"][0], got["distances"][0]):
             if item_id in exclude:
@@ -255,7 +269,10 @@ class CatalogIndex:
 
     def get(self, ids: list[str]) -> dict[str, dict]:
         """Metadata of the given ids (missing ids are left out)."""
-        got = self.collection().get(ids=list(ids), include=["metadatas"])
+        try:
+            got = self.collection().get(ids=list(ids), include=["metadatas"])
+        except Exception as exc:
+            raise self._failure(exc) from None
         return {i: (m or {}) for i, m in zip(got["ids"], got["metadatas"])}
 
 
