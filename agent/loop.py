@@ -1,0 +1,310 @@
+"""The turn loop: the LLM plans a tool call, plain code runs it, and the LLM writes a short grounded reply."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from recagent.prompts import load_prompt
+from recagent.tools.index import CatalogIndex
+from recagent.tools.ranking import Ranked
+from recagent.tools.settings import Settings
+
+from .conversation import Conversation
+from .llm import LLM, LLMError, parse_json_object
+from .toolbox import Catalog, CatalogTools, ToolError, ToolResult, tool_schemas
+
+MAX_STEPS = 3  # planner calls per turn (a details lookup may precede the search)
+HISTORY_TURNS = 2  # earlier user messages shown to the planner
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class Reply:
+    """One turn's outcome: the text, the items shown (all from the catalog), the tool calls and the timings."""
+
+    text: str
+    items: list[dict] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    clarifying: bool = False
+    error: str | None = None  # set when the turn failed; the conversation is unchanged then
+    removed_mentions: list[str] = field(default_factory=list)  # invented titles taken out of the reply
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TurnError(Exception):
+    """The turn could not be completed; the conversation was left as it was."""
+
+
+# Events for interfaces that show progress: ("items", list[dict]), ("token", str), ("status", str).
+OnEvent = Callable[[str, object], None]
+
+
+class Agent:
+    """Stateless agent config: one catalog, one LLM. Conversations are passed in and updated by `turn`."""
+
+    def __init__(self, llm: LLM, catalog: str = "movies", settings: Settings | None = None,
+                 max_steps: int = MAX_STEPS):
+        self.llm = llm
+        self.catalog_name = catalog
+        self.settings = settings or Settings.load()
+        self.max_steps = max_steps
+        self._catalog: Catalog | None = None
+        self._lock = threading.Lock()
+
+    # -- shared, lazily built catalog view -----------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            with self._lock:
+                if self._catalog is None:
+                    self._catalog = Catalog(CatalogIndex(self.catalog_name, self.settings))
+        return self._catalog
+
+    def new_conversation(self) -> Conversation:
+        return Conversation(catalog=self.catalog_name)
+
+    def _planner_system(self, tools: dict) -> str:
+        schemas = tool_schemas(tools)
+        lines = []
+        for name, func in tools.items():
+            args = ", ".join(f"{k}: {_type_name(v)}" for k, v in schemas[name]["properties"].items())
+            lines.append(f"- {name}({args}): {func.__doc__.strip()}")
+        fields = []
+        for key, info in self.catalog.fields.items():
+            if key in ("title", "tags", "imdb_id", "tmdb_id", "ratings", "rating"):
+                continue
+            values = info.get("values")
+            fields.append(f"{key} ({', '.join(values[:25])})" if values and len(values) <= 25 else
+                          f"{key} ({info['type']})")
+        kind, noun = ("movie", "movie") if self.catalog_name == "movies" else ("shopping", "item")
+        return load_prompt("planner").format(kind=kind, noun=noun, tools="\n".join(lines), fields="; ".join(fields))
+
+    # -- one turn -------------------------------------------------------------------------------------
+    def turn(self, conversation: Conversation, text: str, on_event: OnEvent | None = None) -> Reply:
+        """Run one user turn. On failure the conversation is left unchanged and the Reply carries the error."""
+        emit = on_event or (lambda kind, value: None)
+        snapshot = conversation.to_dict()
+        started = time.perf_counter()
+        timings = {"llm_prompt": 0.0, "llm_generation": 0.0, "retrieval": 0.0, "ranking": 0.0}
+        calls: list[ToolCall] = []
+        try:
+            reply = self._turn(conversation, text, emit, timings, calls, started)
+        except (LLMError, TurnError) as exc:
+            restored = Conversation.from_dict(snapshot)
+            conversation.__dict__.update(restored.__dict__)
+            timings["total"] = time.perf_counter() - started
+            return Reply(text=f"Sorry, that turn failed: {exc}", tool_calls=calls, timings=_rounded(timings),
+                         error=str(exc))
+        timings["total"] = time.perf_counter() - started
+        reply.timings = _rounded(timings)
+        return reply
+
+    def _llm(self, messages, timings, **kwargs):
+        completion = self.llm.complete(messages, **kwargs)
+        timings["llm_prompt"] += completion.prompt_seconds
+        timings["llm_generation"] += completion.generation_seconds
+        return completion
+
+    def _turn(self, conversation, text, emit, timings, calls, started) -> Reply:
+        text = (text or "").strip()
+        if not text:
+            raise TurnError("empty message")
+        tools = CatalogTools(self.catalog, conversation)
+        funcs = tools.planner_tools()
+        system = self._planner_system(funcs)
+        schema = _plan_schema(tool_schemas(funcs))
+        messages = [{"role": "system", "content": system},
+                    {"role": "user", "content": self._state(conversation) + f"User: {text}"}]
+        conversation.add_user(text)
+        result: ToolResult | None = None
+        for _step in range(self.max_steps):
+            emit("status", "planning")
+            plan, raw = self._plan(messages, schema, timings, funcs, text)
+            name, args = plan["tool"], plan.get("args") or {}
+            t0 = time.perf_counter()
+            try:
+                result = funcs[name](**_clean_args(args, funcs[name]))
+                calls.append(ToolCall(name, args, round(time.perf_counter() - t0, 4)))
+            except (ToolError, TypeError) as exc:
+                calls.append(ToolCall(name, args, round(time.perf_counter() - t0, 4), error=str(exc)))
+                messages += [{"role": "assistant", "content": raw},
+                             {"role": "user", "content": f"Tool error: {exc}. Choose again."}]
+                result = None
+                continue
+            timings["retrieval"] += result.retrieval_seconds
+            timings["ranking"] += result.ranking_seconds
+            if result.question or result.items or name in ("search_catalog", "similar_items"):
+                break
+            messages += [{"role": "assistant", "content": raw},  # a details lookup: plan again with it
+                         {"role": "user", "content": f"Result: {result.text}\nNow choose the next tool."}]
+        if result is None:
+            raise TurnError(f"no usable tool call in {self.max_steps} steps")
+        if result.question:
+            conversation.add_assistant(result.question, [])
+            emit("token", result.question)
+            return Reply(text=result.question, tool_calls=calls, clarifying=True)
+
+        items = [_item_dict(r) for r in result.items]
+        timings["items_on_screen"] = time.perf_counter() - started
+        emit("items", items)
+        if not items:
+            answer = "I couldn't find anything in the catalog that matches. Could you put it another way?"
+            if result.notes:
+                answer += " (" + "; ".join(result.notes) + ")"
+            conversation.add_assistant(answer, [])
+            emit("token", answer)
+            return Reply(text=answer, tool_calls=calls)
+
+        emit("status", "writing")
+        writer = [{"role": "system", "content": load_prompt("reply")},
+                  {"role": "user", "content": f"Request: {text}\nPicks:\n{result.text}"}]
+        intro = self._llm(writer, timings, max_tokens=40).text
+        intro, removed = ground_text(intro, result.items, self.catalog,
+                                     allowed_ids=conversation.liked + conversation.last_items())
+        reply_text = (intro.strip() or "Here are some picks:") + "\n" + "\n".join(
+            f"{n}. {r.title}: {reason(r)}" for n, r in enumerate(result.items, 1))
+        emit("token", reply_text)
+        conversation.add_assistant(reply_text, [r.id for r in result.items])
+        return Reply(text=reply_text, items=items, tool_calls=calls, removed_mentions=removed)
+
+    def _plan(self, messages, schema, timings, funcs, user_text) -> tuple[dict, str]:
+        """A valid tool call from the LLM: constrained output, then repair, then one retry."""
+        last_error = ""
+        for attempt in range(2):
+            completion = self._llm(messages, timings, schema=schema, max_tokens=120)
+            raw = completion.text
+            try:
+                plan = parse_json_object(raw)
+                if plan.get("tool") not in funcs or not isinstance(plan.get("args", {}), dict):
+                    raise ValueError(f"unknown tool {plan.get('tool')!r}")
+                return plan, raw
+            except ValueError as exc:
+                last_error = str(exc)
+                messages = messages + [{"role": "assistant", "content": raw},
+                                       {"role": "user", "content": f"That was not a valid tool call ({exc}). "
+                                                                   "Answer with the JSON only."}]
+        # Still broken: fall back to searching for what the user said, so the turn goes on.
+        return {"tool": "search_catalog", "args": {"query": user_text, "filters": []},
+                "repaired": last_error}, json.dumps({"tool": "search_catalog", "args": {"query": user_text}})
+
+    def _state(self, conversation: Conversation) -> str:
+        """The compact state the planner needs: recent requests, last search, items shown with years."""
+        lines = []
+        earlier = [m.content for m in conversation.messages if m.role == "user"][-HISTORY_TURNS:]
+        if earlier:
+            lines.append("Earlier requests: " + " / ".join(f'"{e[:120]}"' for e in earlier) + ".")
+        last = conversation.last_items()
+        if last:
+            meta = self.catalog.meta
+            shown = " ".join(f"{n}. {meta.get(i, {}).get('title', i)}" for n, i in enumerate(last, 1))
+            years = [meta[i]["year"] for i in conversation.shown if i in meta and "year" in meta[i]]
+            span = f" Oldest {min(years)}, newest {max(years)}." if years else ""
+            if years:  # give the small model the numbers it would otherwise have to work out
+                span += f" (older: year<{min(years)}; newer: year>{max(years)})"
+            lines.append(f"Last search: {json.dumps(conversation.last_query)}, filters "
+                         f"{json.dumps(conversation.constraints)}. Shown: {shown}.{span}")
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _type_name(schema: dict) -> str:
+    if schema.get("type") == "array":
+        return f"list[{_type_name(schema.get('items', {}))}]"
+    return {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}.get(schema.get("type"), "any")
+
+
+def _plan_schema(schemas: dict[str, dict]) -> dict:
+    """JSON schema for one tool call: {"tool": NAME, "args": {...}}, one alternative per tool."""
+    return {"anyOf": [{"type": "object", "properties": {"tool": {"const": name}, "args": schema},
+                       "required": ["tool", "args"]} for name, schema in schemas.items()]}
+
+
+def _clean_args(args: dict, func) -> dict:
+    """Keep only the arguments the function takes (LLMs add extra keys)."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    return {k: v for k, v in args.items() if k in params}
+
+
+def _item_dict(r: Ranked) -> dict:
+    meta = {k: v for k, v in r.metadata.items() if not k.startswith("_") and k != "title"}
+    out = {"id": r.id, "title": r.title, "score": round(r.score, 4), **meta}
+    if r.metadata.get("_image"):
+        out["image"] = r.metadata["_image"]
+    return out
+
+
+def reason(item: Ranked) -> str:
+    """A one-line reason drawn from the item's own data."""
+    meta = item.metadata
+    parts = []
+    if meta.get("genres"):
+        parts.append(", ".join(meta["genres"][:3]).lower())
+    if meta.get("articleType"):
+        parts.append(f"{meta.get('baseColour', '')} {meta['articleType']} for {meta.get('gender', '')}".strip().lower())
+    if meta.get("tags"):
+        parts.append("known for " + ", ".join(meta["tags"][:3]))
+    if meta.get("rating") and meta.get("ratings", 0) >= 10:
+        parts.append(f"rated {meta['rating']:.1f}/5 by {meta['ratings']} MovieLens users")
+    return "; ".join(parts) or "matches your request"
+
+
+_TITLE_WITH_YEAR = re.compile(r"([A-Z0-9][^.!?\n\"]{1,80}?) \((\d{4})\)")
+
+
+def ground_text(text: str, items: list[Ranked], catalog: Catalog,
+                allowed_ids: list[str] = ()) -> tuple[str, list[str]]:
+    """Remove sentences that name a title which is not among the items shown (or that the user named);
+    a sentence cut off by the token limit goes too. Returns the text and the titles taken out."""
+    allowed = {catalog_key(r.title) for r in items}
+    allowed |= {catalog_key(catalog.meta[i].get("title", "")) for i in allowed_ids if i in catalog.meta}
+    removed = []
+    text = text.strip().strip('"')
+    if text and text[-1] not in ".!?":
+        text = text[: max(text.rfind("."), text.rfind("!"), text.rfind("?")) + 1]
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+    kept = []
+    for sentence in sentences:
+        named = _named_titles(sentence, catalog)
+        bad = [t for t in named if catalog_key(t) not in allowed]
+        if bad:
+            removed += bad
+        else:
+            kept.append(sentence)
+    return " ".join(kept), removed
+
+
+def catalog_key(title: str) -> str:
+    from .toolbox import _norm_title
+
+    return _norm_title(title)
+
+
+def _named_titles(sentence: str, catalog: Catalog) -> list[str]:
+    """Titles a sentence names: 'X (1999)' patterns, quoted names, and catalog titles of two or more words."""
+    found = [f"{m.group(1).strip()} ({m.group(2)})" for m in _TITLE_WITH_YEAR.finditer(sentence)]
+    found += re.findall(r"[\"“]([^\"”]{2,80})[\"”]", sentence)
+    lowered = " " + re.sub(r"[^a-z0-9]+", " ", sentence.lower()) + " "
+    for key in catalog.by_title:
+        if key.count(" ") >= 1 and len(key) >= 8 and f" {key} " in lowered:
+            found.append(key)
+    return found
+
+
+def _rounded(timings: dict) -> dict:
+    return {k: round(v, 3) for k, v in timings.items()}

@@ -1,0 +1,226 @@
+"""Index benchmark: insert throughput, query latency p50/p95 with and without a filter, recall@10 vs exact search.
+
+Run with `recagent bench index [--sizes 10000,100000,1000000] --json OUT`. It measures
+- the real catalogs (MiniLM embeddings of movies and fashion) under several HNSW settings, to choose them;
+- random 384-d vectors at growing sizes, in the embedded store and in a Chroma server on loopback,
+  with Chroma's default HNSW settings and with recagent's.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recagent.tools.index import HNSW
+from recagent.tools.settings import Settings
+
+DEFAULT_HNSW = {"space": "cosine", "ef_construction": 100, "ef_search": 100, "max_neighbors": 16}
+CANDIDATES = [  # (label, settings) tried on the real catalogs
+    ("chroma default M16 efc100 ef100", DEFAULT_HNSW),
+    ("M16 efc100 ef200", {**DEFAULT_HNSW, "ef_search": 200}),
+    ("M32 efc200 ef100", {**DEFAULT_HNSW, "max_neighbors": 32, "ef_construction": 200}),
+    ("M32 efc200 ef200", {**DEFAULT_HNSW, "max_neighbors": 32, "ef_construction": 200, "ef_search": 200}),
+    ("recagent M32 efc200 ef400", dict(HNSW)),
+    ("M48 efc400 ef400", {**DEFAULT_HNSW, "max_neighbors": 48, "ef_construction": 400, "ef_search": 400}),
+]
+FILTER_BUCKETS = 10  # the filtered query keeps one bucket in ten (10% of the items)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _percentile(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))  # milliseconds
+
+
+def _exact_threshold(vectors: np.ndarray, queries: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per query, the similarity of the exact 10th neighbour: ties (catalogs hold duplicate texts) all count."""
+    out = []
+    for q in queries:
+        sims = vectors @ q
+        if mask is not None:
+            sims = np.where(mask, sims, -np.inf)
+        out.append(np.partition(-sims, 9)[9] * -1)
+    return np.asarray(out)
+
+
+def measure(client, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: dict,
+            batch: int = 4000) -> dict:
+    """Insert `vectors` into a new collection, then time and score `queries` with and without a filter."""
+    try:
+        client.delete_collection(name)
+    except Exception:
+        pass
+    col = client.create_collection(name, configuration={"hnsw": dict(hnsw)}, embedding_function=None)
+    n = len(vectors)
+    buckets = np.arange(n) % FILTER_BUCKETS
+    started = time.perf_counter()
+    for lo in range(0, n, batch):
+        hi = min(lo + batch, n)
+        col.add(ids=[str(i) for i in range(lo, hi)], embeddings=vectors[lo:hi],
+                metadatas=[{"bucket": int(b)} for b in buckets[lo:hi]])
+        if n >= 100_000 and (hi // batch) % 25 == 0:
+            _say(f"    inserted {hi:,}/{n:,}")
+    insert_s = time.perf_counter() - started
+    result = {"n": n, "insert_items_per_s": round(n / insert_s, 1), "hnsw": hnsw}
+    for label, where, mask in (("unfiltered", None, None),
+                               ("filtered", {"bucket": 3}, buckets == 3)):
+        thresholds = _exact_threshold(vectors, queries, mask)
+        latencies, hits = [], 0
+        for q, tenth in zip(queries, thresholds):
+            t = time.perf_counter()
+            got = col.query(query_embeddings=[q.tolist()], n_results=10, where=where, include=[])
+            latencies.append(time.perf_counter() - t)
+            found = np.asarray([int(i) for i in got["ids"][0]], dtype=np.int64)
+            # recall@10: returned items at least as similar as the exact 10th neighbour
+            hits += int(np.sum(vectors[found] @ q >= tenth - 1e-5)) if len(found) else 0
+        result[label] = {"p50_ms": round(_percentile(latencies, 50), 2), "p95_ms": round(_percentile(latencies, 95), 2),
+                         "recall@10": round(hits / (10 * len(queries)), 4)}
+    client.delete_collection(name)
+    return result
+
+
+def _catalog_vectors(settings: Settings, catalog: str, n_queries: int, rng: random.Random):
+    from recagent.tools.catalog import load_catalog
+    from recagent.tools.models import embed_texts
+
+    cat = load_catalog(catalog, settings)
+    _say(f"  embedding {catalog} ({len(cat.items):,} items; cached after the first run)")
+    vectors = embed_texts([it.document() for it in cat.items], settings)
+    if catalog == "movies":
+        genres = sorted({g for it in cat.items for g in it.metadata.get("genres", [])})
+        tags = sorted({t for it in cat.items for t in it.metadata.get("tags", [])})
+        texts = [f"a {rng.choice(genres).lower()} movie, {rng.choice(tags)}" for _ in range(n_queries)]
+    else:
+        pick = lambda key: rng.choice(sorted({str(it.metadata.get(key, "")) for it in cat.items}))  # noqa: E731
+        texts = [f"{pick('baseColour')} {pick('articleType')} for {pick('gender')}" for _ in range(n_queries)]
+    return vectors.astype(np.float32), embed_texts(texts, settings).astype(np.float32)
+
+
+def _random_unit(n: int, dim: int, seed: int) -> np.ndarray:
+    gen = np.random.default_rng(seed)
+    v = gen.standard_normal((n, dim), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+class _Server:
+    """`chroma run` on a free loopback port, in a temporary folder."""
+
+    def __enter__(self):
+        import socket
+
+        import chromadb
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.path = tempfile.mkdtemp(prefix="recagent-bench-chroma-")
+        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
+        self.proc = subprocess.Popen([chroma, "run", "--path", self.path, "--host", "127.0.0.1", "--port",
+                                      str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.client = chromadb.HttpClient(host="127.0.0.1", port=self.port)
+                self.client.heartbeat()
+                return self
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("chroma server did not start")
+                time.sleep(0.3)
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200, server: bool = True,
+                        catalogs: bool = True, big_builds: bool = False) -> dict:
+    """Run the benchmark, print tables, and return every figure."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    rng = random.Random(0)
+    results: dict = {"queries": queries, "catalogs": [], "random": [], "machine": _machine()}
+    work = tempfile.mkdtemp(prefix="recagent-bench-")
+    embedded = chromadb.PersistentClient(path=work, settings=ChromaSettings(anonymized_telemetry=False))
+    try:
+        if catalogs:
+            for catalog in ("movies", "fashion"):
+                vectors, qv = _catalog_vectors(settings, catalog, queries, rng)
+                for label, hnsw in CANDIDATES:
+                    _say(f"  {catalog}: {label}")
+                    row = measure(embedded, "bench-catalog", vectors, qv, hnsw)
+                    results["catalogs"].append({"catalog": catalog, "settings": label, "store": "embedded", **row})
+        stores = [("embedded", lambda: _Nullctx(embedded))] + ([("server", _Server)] if server else [])
+        for size in sizes:
+            vectors = _random_unit(size, 384, seed=size)
+            qv = _random_unit(queries, 384, seed=size + 1)
+            for store, ctx in stores:
+                for label, hnsw in (("chroma default", DEFAULT_HNSW), ("recagent", dict(HNSW))):
+                    if size >= 1_000_000 and label == "recagent" and not big_builds:
+                        # Building a million random vectors with M=32, ef_construction=200 runs at about
+                        # 300 items/s on 2 cores (about an hour per store): only with --big-builds.
+                        continue
+                    _say(f"  random {size:,} vectors, {store}, {label}")
+                    with ctx() as handle:
+                        client = handle if store == "embedded" else handle.client
+                        row = measure(client, "bench-random", vectors, qv, hnsw)
+                    results["random"].append({"store": store, "settings": label, **row})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(format_tables(results))
+    return results
+
+
+class _Nullctx:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    import chromadb
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "chromadb": chromadb.__version__}
+
+
+def format_tables(results: dict) -> str:
+    """The figures as Markdown tables."""
+    lines = []
+    if results["catalogs"]:
+        lines += ["### Real catalogs (MiniLM embeddings), embedded store", "",
+                  "| catalog | HNSW settings | insert items/s | p50 ms | p95 ms | recall@10 | filtered p50 ms | filtered p95 ms | filtered recall@10 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in results["catalogs"]:
+            u, f = r["unfiltered"], r["filtered"]
+            lines.append(f"| {r['catalog']} ({r['n']:,}) | {r['settings']} | {r['insert_items_per_s']:,.0f} | {u['p50_ms']} | "
+                         f"{u['p95_ms']} | {u['recall@10']:.3f} | {f['p50_ms']} | {f['p95_ms']} | {f['recall@10']:.3f} |")
+        lines.append("")
+    if results["random"]:
+        lines += ["### Random 384-d vectors", "",
+                  "| vectors | store | HNSW settings | insert items/s | p50 ms | p95 ms | recall@10 | filtered p50 ms | filtered p95 ms | filtered recall@10 |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in results["random"]:
+            u, f = r["unfiltered"], r["filtered"]
+            lines.append(f"| {r['n']:,} | {r['store']} | {r['settings']} | {r['insert_items_per_s']:,.0f} | {u['p50_ms']} | "
+                         f"{u['p95_ms']} | {u['recall@10']:.3f} | {f['p50_ms']} | {f['p95_ms']} | {f['recall@10']:.3f} |")
+    return "\n".join(lines)
