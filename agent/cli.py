@@ -14,8 +14,9 @@ from recagent.tools.data import DownloadError
 from recagent.tools.models import MissingModelError
 from recagent.tools.settings import ConfigError, Settings
 from recagent.tools.index import StoreError
+from recagent.agent.llm import LLMError
 
-USER_ERRORS = (ConfigError, CatalogError, StoreError, MissingModelError, DownloadError)
+USER_ERRORS = (ConfigError, CatalogError, StoreError, MissingModelError, DownloadError, LLMError)
 
 
 class _Group(click.Group):
@@ -131,39 +132,76 @@ def search(settings: Settings, query: str, catalog: str, k: int, where: tuple[st
     _print_hits(idx.search(query, k=k, where=flt), as_json)
 
 
+def llm_options(func):
+    """The LLM backend options shared by chat, ask and the evaluations."""
+    options = [
+        click.option("--llm", "llm_kind", type=click.Choice(["local", "openai"]), default="local", show_default=True,
+                     envvar="RECAGENT_LLM", help="local: llama.cpp in process; openai: any OpenAI-compatible endpoint."),
+        click.option("--model", envvar="RECAGENT_LLM_MODEL",
+                     help="local: a GGUF path or a model asset (llm, llm-small); openai: the model name."),
+        click.option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."),
+        click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the LLM endpoint."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _agent(settings: Settings, catalog: str, llm_kind: str, model: str | None, base_url: str | None, timeout: float):
+    from recagent.agent import Agent, make_llm
+
+    return Agent(make_llm(llm_kind, settings, model=model, base_url=base_url, timeout=timeout), catalog, settings)
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--catalog", "-c", default="movies", show_default=True)
+@click.option("--image", type=click.Path(dir_okay=False), help="A photo to search by (with or without TEXT).")
+@click.option("--audio", type=click.Path(dir_okay=False), help="A recording to transcribe (instead of TEXT).")
+@click.option("--conversation", "conversation_file", type=click.Path(dir_okay=False),
+              help="Read the conversation from this JSON file first and write it back updated.")
+@click.option("--json", "as_json", is_flag=True, help="Print {reply, items, tool_calls, timings}.")
+@llm_options
+@click.pass_obj
+def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_json, llm_kind, model, base_url, timeout):
+    """One turn without interaction: TEXT in, a reply with recommended items out."""
+    from recagent.agent import Conversation
+
+    conversation = None
+    if conversation_file and Path(conversation_file).is_file():
+        try:
+            conversation = Conversation.load(conversation_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        catalog = conversation.catalog
+    if image or audio:
+        raise ConfigError("image and voice input are not available yet in this version (text only)")
+    if not (text or "").strip():
+        raise ConfigError("nothing to ask: give TEXT (or --image / --audio)")
+    agent = _agent(settings, catalog, llm_kind, model, base_url, timeout)
+    conversation = conversation or agent.new_conversation()
+    reply = agent.turn(conversation, text)
+    if conversation_file and not reply.error:
+        conversation.save(conversation_file)
+    if as_json:
+        click.echo(json.dumps(reply.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(reply.text)
+    if reply.error:
+        if not as_json:
+            click.echo(f"Error: {reply.error}", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--catalog", "-c", default="movies", show_default=True)
-@click.option("--k", "-k", default=10, show_default=True)
+@llm_options
 @click.pass_obj
-def chat(settings: Settings, catalog: str, k: int):
-    """Talk to recagent (for now: interactive search; type /quit to leave)."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
+def chat(settings: Settings, catalog: str, llm_kind, model, base_url, timeout):
+    """Talk to recagent in a REPL (/help for commands)."""
+    from recagent.agent.repl import run_repl
 
-    from recagent.tools.index import parse_where
-
-    idx = _index_for(settings, catalog)
-    fields = idx.fields()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    session = PromptSession(history=FileHistory(str(settings.home / "history"))) if sys.stdin.isatty() else None
-    click.echo(f"recagent search on '{catalog}' ({idx.count():,} items). Type a request; "
-               "add filters as 'where genre=Comedy year>=1990'; /quit to leave.")
-    while True:
-        try:
-            line = session.prompt("> ") if session else input("> ")
-        except (EOFError, KeyboardInterrupt):
-            break
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit", "/q"):
-            break
-        query, _, filters = line.partition(" where ")
-        try:
-            flt = parse_where(filters.split(), fields) if filters else None
-            _print_hits(idx.search(query, k=k, where=flt), False)
-        except ConfigError as exc:
-            click.echo(f"Error: {exc}", err=True)
+    run_repl(_agent(settings, catalog, llm_kind, model, base_url, timeout))
 
 
 @main.group()

@@ -173,12 +173,37 @@ class Agent:
         emit("status", "writing")
         writer = [{"role": "system", "content": load_prompt("reply")},
                   {"role": "user", "content": f"Request: {text}\nPicks:\n{result.text}"}]
-        intro = self._llm(writer, timings, max_tokens=40).text
-        intro, removed = ground_text(intro, result.items, self.catalog,
-                                     allowed_ids=conversation.liked + conversation.last_items())
-        reply_text = (intro.strip() or "Here are some picks:") + "\n" + "\n".join(
-            f"{n}. {r.title}: {reason(r)}" for n, r in enumerate(result.items, 1))
-        emit("token", reply_text)
+        allowed = conversation.liked + conversation.last_items()
+        pending: list[str] = []
+        kept: list[str] = []
+        removed: list[str] = []
+
+        def flush(final: bool = False) -> None:
+            # Stream sentence by sentence, each grounded before it is shown.
+            text_so_far = "".join(pending)
+            cut = max(text_so_far.rfind(". "), text_so_far.rfind("! "), text_so_far.rfind("? "))
+            if final or cut >= 0:
+                done = text_so_far if final else text_so_far[: cut + 1]
+                pending[:] = [] if final else [text_so_far[cut + 2:]]
+                good, bad = ground_text(done, result.items, self.catalog, allowed_ids=allowed)
+                removed.extend(bad)
+                if good:
+                    kept.append(good)
+                    emit("token", good)
+
+        def on_token(token: str) -> None:
+            pending.append(token)
+            flush()
+
+        self._llm(writer, timings, max_tokens=40, on_token=on_token)
+        flush(final=True)
+        intro = " ".join(kept).strip()
+        if not intro:
+            intro = "Here are some picks:"
+            emit("token", intro)
+        listing = "\n".join(f"{n}. {r.title}: {reason(r)}" for n, r in enumerate(result.items, 1))
+        emit("token", listing)
+        reply_text = intro + "\n" + listing
         conversation.add_assistant(reply_text, [r.id for r in result.items])
         return Reply(text=reply_text, items=items, tool_calls=calls, removed_mentions=removed)
 

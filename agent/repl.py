@@ -1,0 +1,173 @@
+"""The terminal REPL: history and line editing, slash commands, items as a table, the reply as it comes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .conversation import Conversation
+from .loop import Agent, Reply
+
+HELP = """Type what you are looking for. Commands:
+  /image PATH   search by a photo          /voice PATH   speak instead of typing
+  /like N       you like item N            /dislike N    you don't (it won't be shown again)
+  /why          the last turn's tool calls, arguments and timings
+  /save FILE    save the conversation      /load FILE    load one
+  /reset        start over                 /quit         leave (Ctrl-D too)
+Ctrl-C cancels the turn in progress, not the session."""
+
+
+class TurnCancelled(Exception):
+    """Raised from the event callback to stop the turn in progress (Ctrl-C)."""
+
+
+def items_table(items: list[dict]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("#", "title", "year", "genres / type", "image"):
+        table.add_column(column, overflow="fold")
+    for n, item in enumerate(items, 1):
+        kind = ", ".join(item.get("genres", [])) or " ".join(
+            str(item[k]) for k in ("baseColour", "articleType") if item.get(k))
+        table.add_row(str(n), item["title"], str(item.get("year", "")), kind, item.get("image", ""))
+    return table
+
+
+class Repl:
+    def __init__(self, agent: Agent, console: Console | None = None, conversation: Conversation | None = None):
+        self.agent = agent
+        self.console = console or Console(highlight=False)
+        self.conversation = conversation or agent.new_conversation()
+        self.last: Reply | None = None
+
+    # -- one turn, cancellable ---------------------------------------------------------------------------
+    def ask(self, text: str) -> None:
+        cancel = threading.Event()
+        result: dict = {}
+        status = self.console.status("thinking...", spinner="dots")
+
+        def on_event(kind: str, value) -> None:
+            if cancel.is_set():
+                raise TurnCancelled()
+            if kind == "items":
+                status.stop()
+                self.console.print(items_table(value))
+            elif kind == "token":
+                status.stop()
+                self.console.print(value)
+            elif kind == "status":
+                status.update(f"{value}...")
+
+        def work() -> None:
+            try:
+                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event)
+            except TurnCancelled:
+                result["cancelled"] = True
+            except Exception as exc:  # never lose the session to a bug in a turn
+                result["error"] = f"{exc.__class__.__name__}: {exc}"
+
+        status.start()
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except KeyboardInterrupt:
+            cancel.set()
+            status.update("cancelling...")
+            worker.join()
+        finally:
+            status.stop()
+        if result.get("cancelled") or cancel.is_set():
+            self.console.print("[yellow]cancelled; the conversation is as it was before this turn[/]")
+        elif "error" in result:
+            self.console.print(f"[red]Error: {result['error']}[/]")
+        else:
+            self.last = result["reply"]
+            if self.last.error:
+                self.console.print(f"[red]{self.last.text}[/]")
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def command(self, line: str) -> bool:
+        """Run a slash command; False means quit."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/quit", "/exit", "/q"):
+            return False
+        if name == "/help":
+            self.console.print(HELP)
+        elif name == "/reset":
+            self.conversation.reset()
+            self.console.print("started over")
+        elif name == "/save":
+            if not arg:
+                self.console.print("[red]usage: /save FILE[/]")
+            else:
+                self.conversation.save(arg)
+                self.console.print(f"saved to {arg}")
+        elif name == "/load":
+            try:
+                self.conversation = Conversation.load(arg)
+                self.console.print(f"loaded {arg} ({len(self.conversation.messages)} messages)")
+            except (OSError, ValueError) as exc:
+                self.console.print(f"[red]cannot load {arg}: {exc}[/]")
+        elif name == "/why":
+            if not self.last:
+                self.console.print("no turn yet")
+            else:
+                for call in self.last.tool_calls:
+                    err = f"  [red]error: {call.error}[/]" if call.error else ""
+                    self.console.print(f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
+                                       f"{call.seconds * 1000:.0f} ms{err}")
+                self.console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
+        elif name in ("/like", "/dislike"):
+            items = self.conversation.last_items()
+            if not arg.isdigit() or not 1 <= int(arg) <= len(items):
+                self.console.print(f"[red]usage: {name} N, where N is an item number from the last list[/]")
+            else:
+                item_id = items[int(arg) - 1]
+                (self.conversation.like if name == "/like" else self.conversation.dislike)(item_id)
+                self.console.print(f"noted: you {name[1:]} item {arg}")
+        elif name in ("/image", "/voice"):
+            self.console.print("[yellow]image and voice input are not available yet in this version[/]")
+        else:
+            self.console.print(f"[red]unknown command {name}[/]; /help lists them")
+        return True
+
+
+def run_repl(agent: Agent, stdin=None) -> None:
+    """The interactive loop; reads from a terminal with history, or plain lines from a pipe."""
+    repl = Repl(agent)
+    console = repl.console
+    interactive = (stdin or sys.stdin).isatty()
+    session = None
+    if interactive:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        agent.settings.home.mkdir(parents=True, exist_ok=True)
+        session = PromptSession(history=FileHistory(str(Path(agent.settings.home) / "history")))
+    with console.status("loading the catalog...", spinner="dots"):
+        count = len(agent.catalog.meta)
+    console.print(f"recagent on '{agent.catalog_name}' ({count:,} items), LLM {agent.llm.name}. /help for commands.")
+    while True:
+        try:
+            line = session.prompt("> ") if session else (stdin or sys.stdin).readline()
+            if not session and not line:
+                break
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not repl.command(line):
+                break
+            continue
+        repl.ask(line)
