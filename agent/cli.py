@@ -135,10 +135,13 @@ def search(settings: Settings, query: str, catalog: str, k: int, where: tuple[st
 def llm_options(func):
     """The LLM backend options shared by chat, ask and the evaluations."""
     options = [
-        click.option("--llm", "llm_kind", type=click.Choice(["local", "openai"]), default="local", show_default=True,
-                     envvar="RECAGENT_LLM", help="local: llama.cpp in process; openai: any OpenAI-compatible endpoint."),
+        click.option("--llm", "llm_kind", type=click.Choice(["local", "openai", "scripted"]), default="local",
+                     show_default=True, envvar="RECAGENT_LLM",
+                     help="local: llama.cpp in process; openai: any OpenAI-compatible endpoint; "
+                          "scripted: answers from a JSON file (for tests)."),
         click.option("--model", envvar="RECAGENT_LLM_MODEL",
-                     help="local: a GGUF path or a model asset (llm, llm-small); openai: the model name."),
+                     help="local: a GGUF path or a model asset (llm, llm-small); openai: the model name; "
+                          "scripted: the JSON file."),
         click.option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."),
         click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the LLM endpoint."),
     ]

@@ -220,6 +220,10 @@ class OpenAILLM:
             raise LLMError("the LLM endpoint refused the API key (OPENAI_API_KEY)") from None
         except openai.APIStatusError as exc:
             raise LLMError(f"the LLM endpoint answered HTTP {exc.status_code}: {str(exc)[:200]}") from None
+        except Exception as exc:  # noqa: BLE001 - an answer that is not valid JSON, a broken stream: the
+            # client library fails in many ways (even with AssertionError); to the user they are one thing
+            raise LLMError(f"the LLM endpoint {self.base_url or 'OpenAI'} sent an unreadable answer "
+                           f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
         end = time.perf_counter()
         first = first or end
         return Completion("".join(pieces), prompt_tokens=int(usage.get("input_tokens", 0)),
@@ -236,7 +240,8 @@ def _to_langchain(messages: Iterable[dict]):
 
 def make_llm(kind: str = "local", settings=None, *, model: str | None = None, base_url: str | None = None,
              timeout: float = 120) -> LLM:
-    """The LLM backend by name: 'local' (llama.cpp, the offline Qwen GGUF) or 'openai' (any compatible endpoint)."""
+    """The LLM backend by name: 'local' (llama.cpp, the offline Qwen GGUF), 'openai' (any compatible endpoint),
+    or 'scripted' (answers from the JSON list in the file `model`)."""
     if kind == "local":
         from recagent.tools.models import resolve_model
 
@@ -245,4 +250,9 @@ def make_llm(kind: str = "local", settings=None, *, model: str | None = None, ba
     if kind == "openai":
         return OpenAILLM(model or os.environ.get("RECAGENT_OPENAI_MODEL", "gpt-4o-mini"), base_url=base_url,
                          timeout=timeout)
+    if kind == "scripted":  # for tests of applications built on recagent: answers from a JSON list
+        if not model or not os.path.isfile(model):
+            raise LLMError("--llm scripted needs --model FILE, a JSON list of answers")
+        with open(model, encoding="utf-8") as fh:
+            return ScriptedLLM(json.load(fh))
     raise LLMError(f"unknown LLM backend '{kind}': use local or openai")

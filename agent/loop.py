@@ -43,7 +43,9 @@ class Reply:
     removed_mentions: list[str] = field(default_factory=list)  # invented titles taken out of the reply
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON form `ask --json` prints: reply, items, tool_calls, timings, clarifying, error."""
+        data = asdict(self)
+        return {"reply": data.pop("text"), **data}
 
 
 class TurnError(Exception):

@@ -8,6 +8,7 @@ Run with `recagent bench index [--sizes 10000,100000,1000000] --json OUT`. It me
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -162,6 +163,7 @@ def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200
                     _say(f"  {catalog}: {label}")
                     row = measure(embedded, "bench-catalog", vectors, qv, hnsw)
                     results["catalogs"].append({"catalog": catalog, "settings": label, "store": "embedded", **row})
+                    _say("  " + json.dumps(results["catalogs"][-1]))
         stores = [("embedded", lambda: _Nullctx(embedded))] + ([("server", _Server)] if server else [])
         for size in sizes:
             vectors = _random_unit(size, 384, seed=size)
@@ -177,6 +179,7 @@ def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200
                         client = handle if store == "embedded" else handle.client
                         row = measure(client, "bench-random", vectors, qv, hnsw)
                     results["random"].append({"store": store, "settings": label, **row})
+                    _say("  " + json.dumps(results["random"][-1]))  # each row as soon as it is measured
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(format_tables(results))

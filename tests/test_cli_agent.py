@@ -1,0 +1,117 @@
+"""`recagent ask` and `recagent chat` through their real entry points, with the scripted LLM and failing backends."""
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+RECAGENT = str(Path(sys.executable).parent / "recagent")
+
+
+def script(tmp_path, *answers) -> str:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(list(answers)))
+    return str(path)
+
+
+def run(env, *args, stdin=None, timeout=300):
+    return subprocess.run([RECAGENT, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _index(movies_index):
+    return movies_index
+
+
+def test_ask_json_and_conversation_file(env, tmp_path):
+    conv = tmp_path / "conv.json"
+    answers = [{"tool": "search_catalog", "args": {"query": "scary shark attack", "filters": ["genre=Horror"]}},
+               "Here are some scary ones."]
+    done = run(env, "ask", "I want a scary movie about a shark", "--json", "--conversation", str(conv),
+               "--llm", "scripted", "--model", script(tmp_path, *answers))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert {"reply", "items", "tool_calls", "timings"} <= set(out)
+    assert "Jaws (1975)" in [i["title"] for i in out["items"]]
+    assert all({"id", "title", "score"} <= set(i) for i in out["items"])
+    assert out["tool_calls"][0]["name"] == "search_catalog" and "seconds" in out["tool_calls"][0]
+    assert {"llm_prompt", "llm_generation", "retrieval", "ranking", "items_on_screen", "total"} <= set(out["timings"])
+    saved = json.loads(conv.read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert saved["shown"] == [i["id"] for i in out["items"]]
+
+
+def test_backend_down_or_silent_leaves_the_conversation_file_intact(env, tmp_path):
+    conv = tmp_path / "conv.json"
+    answers = [{"tool": "search_catalog", "args": {"query": "pixar", "filters": []}}, "Pixar."]
+    assert run(env, "ask", "pixar films", "--conversation", str(conv), "--llm", "scripted",
+               "--model", script(tmp_path, *answers)).returncode == 0
+    before = conv.read_text()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = run(env, "ask", "and dinosaurs?", "--conversation", str(conv), "--llm", "openai",
+               "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "qwen")
+    assert down.returncode == 1 and f"cannot reach the LLM endpoint http://127.0.0.1:{port}/v1" in down.stderr
+    assert "Traceback" not in down.stderr and conv.read_text() == before
+
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        slow = run(env, "ask", "and dinosaurs?", "--conversation", str(conv), "--llm", "openai", "--base-url",
+                   f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "--model", "qwen", "--timeout", "2")
+    finally:
+        silent.close()
+    assert slow.returncode == 1 and "timed out" in slow.stderr and conv.read_text() == before
+
+
+def test_backend_answering_garbage_gets_a_clear_message(env, tmp_path):
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"choices": [{"delta": {"content": "{\\"tool\\": ')  # broken JSON, cut off
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run(env, "ask", "pixar films", "--llm", "openai", "--base-url",
+                   f"http://127.0.0.1:{server.server_port}/v1", "--model", "qwen", "--json")
+    finally:
+        server.shutdown()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "LLM endpoint" in json.loads(done.stdout)["error"]
+
+
+def test_missing_api_key_is_explained(env):
+    environment = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    done = run(environment, "ask", "pixar films", "--llm", "openai", "--model", "gpt-4o-mini")
+    assert done.returncode == 1 and "set OPENAI_API_KEY" in done.stderr
+
+
+def test_repl_commands_through_the_real_entry_point(env, tmp_path):
+    answers = [{"tool": "search_catalog", "args": {"query": "dinosaur adventure", "filters": []}}, "Big lizards ahead."]
+    saved = tmp_path / "saved.json"
+    lines = ["a dinosaur adventure", "/why", "/like 1", f"/save {saved}", "/reset", f"/load {saved}", "/frobnicate",
+             "/like 99", "/quit"]
+    done = run(env, "chat", "--llm", "scripted", "--model", script(tmp_path, *answers), stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    conversation = json.loads(saved.read_text())
+    first_title = json.loads(saved.read_text())["messages"][1]["content"].splitlines()[1].split(". ", 1)[1].rsplit(": ", 1)[0]
+    assert "Jurassic Park" in out and first_title[:20] in out
+    assert 'search_catalog({"query": "dinosaur adventure", "filters": []})' in out  # /why
+    assert conversation["liked"] == [conversation["shown"][0]]
+    assert "loaded" in out and "2 messages" in out
+    assert "unknown command /frobnicate" in out and "usage: /like N" in out
