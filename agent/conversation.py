@@ -26,7 +26,7 @@ class Conversation:
     liked: list[str] = field(default_factory=list)
     disliked: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)  # filters that hold until changed: "genre!=Horror"
-    last_query: str = ""  # what the last search looked for (refinements build on it)
+    last_search: dict = field(default_factory=dict)  # the last search call {"tool", "args"}: refinements redo it
     version: int = FORMAT_VERSION
 
     # -- updates ------------------------------------------------------------------------------------
@@ -59,9 +59,7 @@ class Conversation:
 
     def set_constraints(self, constraints: list[str]) -> None:
         """Add constraints; a new one on the same field and operator replaces the old one."""
-        for new in constraints:
-            key = _constraint_key(new)
-            self.constraints = [c for c in self.constraints if _constraint_key(c) != key] + [new]
+        self.constraints = merge_constraints(self.constraints, constraints)
 
     def reset(self) -> None:
         catalog = self.catalog
@@ -76,7 +74,7 @@ class Conversation:
         if not isinstance(data, dict):
             raise ValueError("a conversation is a JSON object")
         messages = [Message(**m) for m in data.get("messages", [])]
-        known = {k: data[k] for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_query") if k in data}
+        known = {k: data[k] for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_search") if k in data}
         return cls(messages=messages, **known)
 
     def to_json(self) -> str:
@@ -99,6 +97,15 @@ class Conversation:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a recagent conversation ({exc})") from None
+
+
+def merge_constraints(current: list[str], new: list[str]) -> list[str]:
+    """current plus new, where a new constraint on the same field and operator replaces the old one."""
+    merged = list(current)
+    for constraint in new:
+        key = _constraint_key(constraint)
+        merged = [c for c in merged if _constraint_key(c) != key] + [constraint]
+    return merged
 
 
 def _constraint_key(constraint: str) -> tuple[str, str, str]:

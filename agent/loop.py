@@ -66,6 +66,7 @@ class Agent:
         self.settings = settings or Settings.load()
         self.max_steps = max_steps
         self._catalog: Catalog | None = None
+        self._spec: tuple[str, dict] | None = None
         self._lock = threading.Lock()
 
     # -- shared, lazily built catalog view -----------------------------------------------------------
@@ -80,8 +81,14 @@ class Agent:
     def new_conversation(self) -> Conversation:
         return Conversation(catalog=self.catalog_name)
 
-    def _planner_system(self, tools: dict) -> str:
-        schemas = tool_schemas(tools)
+    def _planner_spec(self, tools: dict) -> tuple[str, dict]:
+        """The planner's system prompt and output schema: the same for every turn, so built once."""
+        if self._spec is None:
+            schemas = tool_schemas(tools)
+            self._spec = (self._planner_system(tools, schemas), _plan_schema(schemas))
+        return self._spec
+
+    def _planner_system(self, tools: dict, schemas: dict) -> str:
         lines = []
         for name, func in tools.items():
             args = ", ".join(f"{k}: {_type_name(v)}" for k, v in schemas[name]["properties"].items())
@@ -126,10 +133,8 @@ class Agent:
         text = (text or "").strip()
         if not text:
             raise TurnError("empty message")
-        tools = CatalogTools(self.catalog, conversation)
-        funcs = tools.planner_tools()
-        system = self._planner_system(funcs)
-        schema = _plan_schema(tool_schemas(funcs))
+        funcs = CatalogTools(self.catalog, conversation).planner_tools()
+        system, schema = self._planner_spec(funcs)
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": self._state(conversation) + f"User: {text}"}]
         conversation.add_user(text)
@@ -150,7 +155,7 @@ class Agent:
                 continue
             timings["retrieval"] += result.retrieval_seconds
             timings["ranking"] += result.ranking_seconds
-            if result.question or result.items or name in ("search_catalog", "similar_items"):
+            if result.question or result.items or name in ("search_catalog", "similar_items", "refine_last"):
                 break
             messages += [{"role": "assistant", "content": raw},  # a details lookup: plan again with it
                          {"role": "user", "content": f"Result: {result.text}\nNow choose the next tool."}]
@@ -243,7 +248,8 @@ class Agent:
             span = f" Oldest {min(years)}, newest {max(years)}." if years else ""
             if years:  # give the small model the numbers it would otherwise have to work out
                 span += f" (older: year<{min(years)}; newer: year>{max(years)})"
-            lines.append(f"Last search: {json.dumps(conversation.last_query)}, filters "
+            search = conversation.last_search
+            lines.append(f"Last search: {search.get('tool')} {json.dumps(search.get('args', {}))}, filters "
                          f"{json.dumps(conversation.constraints)}. Shown: {shown}.{span}")
         return "\n".join(lines) + ("\n" if lines else "")
 

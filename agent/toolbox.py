@@ -16,7 +16,7 @@ from recagent.tools.index import CatalogIndex, Hit, parse_where
 from recagent.tools.ranking import Ranked, rank_candidates
 from recagent.tools.settings import ConfigError
 
-from .conversation import Conversation
+from .conversation import Conversation, merge_constraints
 
 CANDIDATES = 40  # retrieved before ranking
 SHOWN = 5  # recommended per turn
@@ -131,16 +131,15 @@ class CatalogTools:
         self.conversation = conversation
 
     # -- the tools (their docstrings are what the planner reads) ---------------------------------------
-    def search_catalog(self, query: str, filters: list[str] | None = None, reject: list[int] | None = None) -> ToolResult:
-        """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black". reject: positions (1-based) in the last list that the user turned down."""
-        self._reject(reject or [])
-        self.conversation.last_query = query
+    def search_catalog(self, query: str, filters: list[str] | None = None) -> ToolResult:
+        """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black"."""
+        self.conversation.last_search = {"tool": "search_catalog", "args": {"query": query}}
         return self._retrieve(query=query, filters=filters or [])
 
     def similar_items(self, titles: list[str], filters: list[str] | None = None) -> ToolResult:
         """Find items like the given titles (ones the user liked or mentioned), optionally filtered."""
+        self.conversation.last_search = {"tool": "similar_items", "args": {"titles": list(titles)}}
         ids = [i for i in (self.catalog.find_title(t) for t in titles) if i]
-        self.conversation.last_query = "like " + ", ".join(titles)
         if not ids:
             return self._retrieve(query=" ".join(titles), filters=filters or [],
                                   note=f"none of {titles} is in the catalog; searched by text")
@@ -148,6 +147,15 @@ class CatalogTools:
             self.conversation.like(item_id)
         vector = self.catalog.vectors(ids).mean(axis=0)
         return self._retrieve(vector=vector / (np.linalg.norm(vector) or 1.0), filters=filters or [], also_exclude=ids)
+
+    def refine_last(self, filters: list[str] | None = None, reject: list[int] | None = None) -> ToolResult:
+        """Redo the last search with added filters ("older": year<N, "no horror": genre!=Horror) and without the items the user turned down (reject: their 1-based positions in the last list)."""
+        last = self.conversation.last_search
+        if not last:
+            raise ToolError("there is no earlier search to refine; use search_catalog")
+        self._reject(reject or [])
+        merged = merge_constraints(self.conversation.constraints, [f for f in filters or [] if isinstance(f, str)])
+        return getattr(self, last["tool"])(**last["args"], filters=merged)
 
     def item_details(self, title: str) -> ToolResult:
         """Details of one item, found by its title."""
@@ -190,6 +198,7 @@ class CatalogTools:
                 notes.append(f"ignored filter {flt!r}: {exc}")
                 continue
             if flt not in self.conversation.constraints and not asked_for(flt, said):
+                # Small models add filters from the examples or from thin air; keep what the user asked for.
                 notes.append(f"ignored filter {flt!r}: not asked for")
                 continue
             good.append(flt)
@@ -213,7 +222,8 @@ class CatalogTools:
 
     def planner_tools(self) -> dict:
         """name -> bound function, for the planner."""
-        return {f.__name__: f for f in (self.search_catalog, self.similar_items, self.item_details, self.ask_user)}
+        return {f.__name__: f for f in (self.search_catalog, self.similar_items, self.refine_last, self.item_details,
+                                          self.ask_user)}
 
 
 def tool_schemas(tools: dict) -> dict[str, dict]:

@@ -41,25 +41,26 @@ def test_similar_items_turn_recommends_real_family_films_and_names_them(make_age
 
 def test_refinements_older_reject_and_no_repeats(make_agent):
     agent = make_agent(
-        call("search_catalog", query="space adventure", filters=["genre=Sci-Fi"]), "Some space trips.",
-        lambda msgs: call("search_catalog", query="space adventure",
-                          filters=["genre=Sci-Fi", "year<" + msgs[-1]["content"].split("year<")[1].split(";")[0]]),
+        call("similar_items", titles=["Toy Story", "Finding Nemo"], filters=["genre=Children"]), "For the kids.",
+        lambda msgs: call("refine_last", filters=["year<" + msgs[-1]["content"].split("year<")[1].split(";")[0]]),
         "Older ones.",
-        call("search_catalog", query="space adventure", filters=["genre=Sci-Fi"], reject=[]), "Others.",
+        call("refine_last", filters=[], reject=[]), "Others.",  # the planner forgot reject: the words decide
         call("search_catalog", query="comedy", filters=["genre=Comedy", "genre!=Horror"]), "Comedies.",
     )
     conv = agent.new_conversation()
-    first = agent.turn(conv, "a space adventure")
+    agent.turn(conv, "I loved Toy Story and Finding Nemo, what should my kids watch next?")
     oldest = min(years(agent, conv.shown))
     older = agent.turn(conv, "something older")
-    assert all(y < oldest for y in years(agent, [i["id"] for i in older.items]))
-    assert conv.constraints == ["genre=Sci-Fi", f"year<{oldest}"]
+    assert older.items and all(y < oldest for y in years(agent, [i["id"] for i in older.items]))
+    assert all("Children" in i["genres"] for i in older.items)  # the first turn's filter still holds
+    assert conv.constraints == ["genre=Children", f"year<{oldest}"]
     rejected = older.items[0]["id"]
-    agent.turn(conv, "not the first one")  # the planner forgot reject: the user's words decide
-    assert conv.disliked == [rejected]
+    third = agent.turn(conv, "not the first one")
+    assert conv.disliked == [rejected] and all(y < oldest for y in years(agent, [i["id"] for i in third.items]))
     last = agent.turn(conv, "thanks, and a comedy for me, no horror?")
     assert all("Comedy" in i["genres"] and "Horror" not in i["genres"] for i in last.items)
     assert len(conv.shown) == len(set(conv.shown)) == 20  # never shown twice
+    assert conv.last_search == {"tool": "search_catalog", "args": {"query": "comedy"}}
 
 
 def test_filters_the_user_did_not_ask_for_are_dropped(make_agent):
@@ -165,4 +166,4 @@ def test_one_agent_serves_conversations_from_several_threads(make_agent):
         t.join()
     for q, (reply, conv) in results.items():
         assert reply.error is None and conv.messages[0].content == q
-        assert conv.last_query == q and conv.shown == [i["id"] for i in reply.items]
+        assert conv.last_search["args"]["query"] == q and conv.shown == [i["id"] for i in reply.items]
