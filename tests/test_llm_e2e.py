@@ -1,0 +1,88 @@
+"""The real local LLM end to end: in process (llama.cpp) and over HTTP (llama-cpp-python's OpenAI-compatible
+server on loopback, through the openai backend). Slow: a few minutes on 2 cores; CI runs it."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from recagent.tools.models import resolve_model
+
+from conftest import free_port
+
+RECAGENT = str(Path(sys.executable).parent / "recagent")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def llama_server(settings, tmp_path_factory):
+    """`python -m llama_cpp.server` with the same GGUF, on a free loopback port."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("llama-server") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("llm", settings),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not start; see {log.name}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+def ask(env, conv, text, *backend):
+    done = subprocess.run([RECAGENT, "ask", text, "--json", "--conversation", str(conv), *backend], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("backend", ["local", "openai"])
+def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, movies_index, request):
+    from recagent.agent.toolbox import Catalog
+
+    args = ["--llm", "local"]
+    if backend == "openai":
+        args = ["--llm", "openai", "--base-url", request.getfixturevalue("llama_server"), "--model", "qwen"]
+    catalog = Catalog(movies_index)
+    conv = tmp_path / "conversation.json"
+    shown: list[str] = []
+
+    first = ask(env, conv, "I loved Toy Story and Finding Nemo, what should my kids watch next?", *args)
+    assert len(first["items"]) >= 3
+    for item in first["items"]:
+        meta = catalog.meta[item["id"]]  # in the catalog, under that title
+        assert meta["title"] == item["title"] and item["title"] in first["reply"]
+        assert {"Children", "Animation"} & set(meta["genres"])
+    oldest = min(i["year"] for i in first["items"])
+
+    older = ask(env, conv, "something older", *args)
+    assert older["items"] and all(i["year"] < oldest for i in older["items"])
+
+    third = ask(env, conv, "not the first one", *args)
+    saved = json.loads(conv.read_text())
+    assert older["items"][0]["id"] in saved["disliked"]
+    assert third["items"] and all(i["year"] < oldest for i in third["items"])
+
+    comedy = ask(env, conv, "thanks, and a comedy for me?", *args)
+    assert comedy["items"] and all("Comedy" in i["genres"] for i in comedy["items"])
+
+    for turn in (first, older, third, comedy):
+        shown += [i["id"] for i in turn["items"]]
+        assert turn["error"] is None and turn["removed_mentions"] == [] or all(
+            m not in turn["reply"] for m in turn["removed_mentions"])
+    assert len(shown) == len(set(shown))  # no item shown twice
+    assert json.loads(conv.read_text())["shown"] == shown
