@@ -283,5 +283,22 @@ def bench_index(settings: Settings, sizes: str, queries: int, server: bool, cata
         click.echo(f"wrote {json_out}")
 
 
+@bench.command("agent")
+@click.option("--langchain/--no-langchain", default=True, show_default=True,
+              help="Also run langchain.agents.create_agent with the same model and tools.")
+@click.option("--model", default="llm", show_default=True, help="Model asset (llm, llm-small) or GGUF path.")
+@click.option("--limit", type=int, help="Only the first N of the 20 requests.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.pass_obj
+def bench_agent(settings: Settings, langchain: bool, model: str, limit: int | None, json_out: str | None):
+    """Per-turn latency by stage and validity over 20 movie requests, beside a plain LangChain agent."""
+    from recagent.evals.bench_agent import run_agent_benchmark
+
+    results = run_agent_benchmark(settings, langchain=langchain, model=model, limit=limit)
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=2))
+        click.echo(f"wrote {json_out}")
+
+
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ import numpy as np
 
 from recagent.tools.index import HNSW
 from recagent.tools.settings import Settings
+
+from .loopback import free_port, start_server, stop_server
 
 DEFAULT_HNSW = {"space": "cosine", "ef_construction": 100, "ef_search": 100, "max_neighbors": 16}
 CANDIDATES = [  # (label, settings) tried on the real catalogs
@@ -117,31 +118,23 @@ class _Server:
     """`chroma run` on a free loopback port, in a temporary folder."""
 
     def __enter__(self):
-        import socket
-
         import chromadb
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.path = tempfile.mkdtemp(prefix="recagent-bench-chroma-")
         chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
-        self.proc = subprocess.Popen([chroma, "run", "--path", self.path, "--host", "127.0.0.1", "--port",
-                                      str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while True:
-            try:
-                self.client = chromadb.HttpClient(host="127.0.0.1", port=self.port)
-                self.client.heartbeat()
-                return self
-            except Exception:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("chroma server did not start")
-                time.sleep(0.3)
+        self.client = None
+
+        def ready():
+            self.client = chromadb.HttpClient(host="127.0.0.1", port=self.port)
+            self.client.heartbeat()
+
+        self.proc = start_server([chroma, "run", "--path", self.path, "--host", "127.0.0.1", "--port",
+                                  str(self.port)], ready, 60, what="chroma server")
+        return self
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(30)
+        stop_server(self.proc)
         shutil.rmtree(self.path, ignore_errors=True)
 
 

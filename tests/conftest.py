@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from recagent.evals.loopback import free_port, start_server, stop_server
 from recagent.tools.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -54,39 +52,18 @@ def fashion_index(settings):
     return _index(settings, "fashion")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory):
     """A real `chroma run` server on loopback; yields its URL."""
+    import chromadb
+
     chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
     assert chroma, "the chroma command (from the chromadb package) is not installed"
     port = free_port()
     path = tmp_path_factory.mktemp("chroma-server")
-    log = open(path.parent / "chroma-server.log", "w")
-    proc = subprocess.Popen([chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import chromadb
-
-    deadline = time.time() + 60
-    while True:
-        try:
-            chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"chroma server did not start; see {log.name}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with open(path.parent / "chroma-server.log", "w") as log:
+        proc = start_server([chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                            lambda: chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat(), 60, log,
+                            "chroma server")
+        yield f"http://127.0.0.1:{port}"
+        stop_server(proc)

@@ -4,15 +4,13 @@ server on loopback, through the openai backend). Slow: a few minutes on 2 cores;
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from recagent.evals.loopback import free_port, start_server, stop_server
 from recagent.tools.models import resolve_model
-
-from conftest import free_port
 
 RECAGENT = str(Path(sys.executable).parent / "recagent")
 pytestmark = pytest.mark.slow
@@ -22,25 +20,14 @@ pytestmark = pytest.mark.slow
 def llama_server(settings, tmp_path_factory):
     """`python -m llama_cpp.server` with the same GGUF, on a free loopback port."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("llama-server") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("llm", settings),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
-                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"llama_cpp.server did not start; see {log.name}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    with open(tmp_path_factory.mktemp("llama-server") / "server.log", "w") as log:
+        proc = start_server([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("llm", settings),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
+                            lambda: urllib.request.urlopen(url + "/models", timeout=2).read(), 180, log,
+                            "llama_cpp.server")
+        yield url
+        stop_server(proc)
 
 
 def ask(env, conv, text, *backend):

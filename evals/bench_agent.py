@@ -1,0 +1,149 @@
+"""Agent latency benchmark: recagent's turn loop against a plain LangChain tool-calling agent, same model and tools.
+
+`recagent bench agent --json OUT` runs 20 scripted movie requests, each a fresh conversation, and prints per-turn
+latency p50/p95 split into LLM prompt, LLM generation, retrieval and ranking, the time until the items are on
+screen, and how often a turn ends with at least 3 valid, in-catalog recommendations; then the same for
+`langchain.agents.create_agent` with the same GGUF served by llama-cpp-python's OpenAI-compatible server and
+recagent's catalog tools exported as LangChain tools.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import urllib.request
+
+import numpy as np
+
+from recagent.tools.settings import Settings
+
+from .loopback import free_port, start_server, stop_server
+
+REQUESTS = [
+    "a funny animated film for my kids", "a tense thriller set on a submarine", "a romantic comedy set in New York",
+    "a scary movie about a shark", "a space opera with jedi knights", "a classic western with gunfights",
+    "a heist movie with a clever twist", "a documentary about music", "a feel-good sports drama",
+    "a dark psychological thriller", "a superhero action movie", "a historical war epic",
+    "a musical with great songs", "a mind-bending sci-fi film about dreams", "a coming of age story",
+    "a zombie horror comedy", "a courtroom drama", "a martial arts action film",
+    "a whimsical fantasy adventure", "a gangster crime saga",
+]
+
+
+def _p(values, q) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else float("nan")
+
+
+def run_recagent(settings: Settings, model: str = "llm", requests=REQUESTS) -> dict:
+    """recagent's default agent (local llama.cpp) on each request; per-stage timings and validity."""
+    from recagent.agent import Agent, make_llm
+
+    agent = Agent(make_llm("local", settings, model=model), "movies", settings)
+    agent.turn(agent.new_conversation(), "warm up: a good movie")  # load the model; build the prompt cache
+    turns = []
+    for n, text in enumerate(requests, 1):
+        reply = agent.turn(agent.new_conversation(), text)
+        valid = [i for i in reply.items if agent.catalog.meta.get(i["id"], {}).get("title") == i["title"]]
+        turns.append({"request": text, **reply.timings, "items": len(reply.items), "valid_items": len(valid),
+                      "clarifying": reply.clarifying, "error": reply.error,
+                      "tools": [c.name for c in reply.tool_calls], "off_catalog_mentions": len(reply.removed_mentions)})
+        print(f"  recagent {n:2}/{len(requests)} {reply.timings.get('total', 0):5.1f} s  items {len(valid)}  {text}",
+              file=sys.stderr, flush=True)
+    return _summary("recagent", turns)
+
+
+def _summary(name: str, turns: list[dict]) -> dict:
+    def col(key):
+        return [t[key] for t in turns if key in t and t[key] is not None]
+
+    out = {"system": name, "turns": turns, "n": len(turns),
+           "valid_turn_rate": round(sum(t["valid_items"] >= 3 for t in turns) / len(turns), 3)}
+    for key in ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval", "ranking"):
+        values = col(key)
+        if values:
+            out[key] = {"p50": _p(values, 50), "p95": _p(values, 95)}
+    named = sum(t.get("named_titles", t["items"]) for t in turns)
+    off = sum(t.get("off_catalog", 0) for t in turns)
+    out["off_catalog_rate"] = round(off / named, 3) if named else 0.0
+    return out
+
+
+# ---- the LangChain baseline -------------------------------------------------------------------------
+
+_LISTED = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*\**\"?([^\n\"*]+?)\"?\**(?:\s*\((\d{4})\))?\s*(?:[-–:]|$)", re.M)
+
+
+def named_titles(text: str) -> list[str]:
+    """Titles an LLM answer names: list entries, quoted or bold names, and 'Title (Year)'."""
+    found = [f"{t.strip()} ({y})" if y else t.strip() for t, y in _LISTED.findall(text)]
+    found += re.findall(r"\*\*([^*]{2,80})\*\*", text) + re.findall(r"\"([^\"]{2,80})\"", text)
+    found += [f"{t.strip()} ({y})" for t, y in re.findall(r"([A-Z][^.,;:!?\n()]{1,60}) \((\d{4})\)", text)]
+    return list(dict.fromkeys(f for f in found if len(f) > 1))
+
+
+def run_langchain(settings: Settings, model: str = "llm", requests=REQUESTS) -> dict:
+    """`langchain.agents.create_agent` with ChatOpenAI on llama-cpp-python's server and recagent's tools."""
+    from langchain.agents import create_agent
+    from langchain_openai import ChatOpenAI
+
+    from recagent.agent.toolbox import Catalog, langchain_tools
+    from recagent.tools.index import CatalogIndex
+    from recagent.tools.models import resolve_model
+
+    port = free_port()
+    catalog = Catalog(CatalogIndex("movies", settings))
+    server = start_server([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model(model, settings),
+                           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
+                          lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read(),
+                          what="llama_cpp.server")
+    try:
+        llm = ChatOpenAI(model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key="none", temperature=0,
+                         timeout=300)
+        turns = []
+        for n, text in enumerate(requests, 1):
+            agent = create_agent(llm, langchain_tools(catalog),
+                                 system_prompt="You recommend movies from a catalog. Use the tools to find real "
+                                               "movies, then recommend 3 to 5 of them with a one-line reason each.")
+            started = time.perf_counter()
+            try:
+                result = agent.invoke({"messages": [{"role": "user", "content": text}]})
+                answer = result["messages"][-1].content
+                tool_calls = sum(len(getattr(m, "tool_calls", []) or []) for m in result["messages"])
+                error = None
+            except Exception as exc:  # a failed turn counts as invalid, not as a crash of the benchmark
+                answer, tool_calls, error = "", 0, f"{exc.__class__.__name__}: {exc}"[:200]
+            seconds = time.perf_counter() - started
+            titles = named_titles(answer)
+            in_catalog = [t for t in titles if catalog.find_title(t)]
+            turns.append({"request": text, "total": round(seconds, 3), "items": len(in_catalog),
+                          "valid_items": len(in_catalog), "named_titles": len(titles),
+                          "off_catalog": len(titles) - len(in_catalog), "tool_calls": tool_calls, "error": error})
+            print(f"  langchain {n:2}/{len(requests)} {seconds:5.1f} s  tools {tool_calls}  in-catalog "
+                  f"{len(in_catalog)}/{len(titles)}  {text}", file=sys.stderr, flush=True)
+    finally:
+        stop_server(server)
+    return _summary("langchain create_agent", turns)
+
+
+def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str = "llm", limit: int | None = None) -> dict:
+    requests = REQUESTS[:limit] if limit else REQUESTS
+    results = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
+    if langchain:
+        results["systems"].append(run_langchain(settings, model, requests))
+    print(format_table(results))
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = ["| system | turns | whole reply p50 / p95 s | items on screen p50 / p95 s | LLM prompt p50 s | "
+             "LLM generation p50 s | retrieval p50 s | ranking p50 s | turns with >= 3 valid items | off-catalog |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in results["systems"]:
+        def cell(key, both=True):
+            v = s.get(key)
+            return "-" if not v else (f"{v['p50']} / {v['p95']}" if both else f"{v['p50']}")
+        lines.append(f"| {s['system']} | {s['n']} | {cell('total')} | {cell('items_on_screen')} | "
+                     f"{cell('llm_prompt', False)} | {cell('llm_generation', False)} | {cell('retrieval', False)} | "
+                     f"{cell('ranking', False)} | {s['valid_turn_rate']:.0%} | {s['off_catalog_rate']:.0%} |")
+    return "\n".join(lines)
