@@ -179,7 +179,8 @@ class Agent:
 
         emit("status", "writing")
         writer = [{"role": "system", "content": load_prompt("reply")},
-                  {"role": "user", "content": f"Request: {text}\nPicks:\n{result.text}"}]
+                  {"role": "user", "content": f"Request: {text}\nPicks: " + "; ".join(
+                      r.title for r in result.items)}]  # titles only: prompt tokens are the slow part on a CPU
         allowed = conversation.liked + conversation.last_items()
         pending: list[str] = []
         kept: list[str] = []

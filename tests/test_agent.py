@@ -167,3 +167,16 @@ def test_one_agent_serves_conversations_from_several_threads(make_agent):
     for q, (reply, conv) in results.items():
         assert reply.error is None and conv.messages[0].content == q
         assert conv.last_search["args"]["query"] == q and conv.shown == [i["id"] for i in reply.items]
+
+
+def test_catalog_tools_work_as_langchain_tools(make_agent):
+    from recagent.agent.toolbox import langchain_tools
+
+    agent = make_agent()
+    tools = {t.name: t for t in langchain_tools(agent.catalog)}
+    assert set(tools) == {"search_catalog", "similar_items", "refine_last", "item_details"}
+    assert "filters narrow it" in tools["search_catalog"].description
+    found = tools["search_catalog"].invoke({"query": "great white shark attacks a beach town", "filters": ["genre=Horror"]})
+    assert "Jaws (1975) | Action, Horror" in found
+    assert "year: 1975" in tools["item_details"].invoke({"title": "Jaws"})
+    assert tools["item_details"].invoke({"title": "No Such Film 3000"}) == "error: 'No Such Film 3000' is not in the catalog"
