@@ -81,6 +81,18 @@ class Agent:
     def new_conversation(self) -> Conversation:
         return Conversation(catalog=self.catalog_name)
 
+    def as_runnable(self):
+        """The agent as a LangChain Runnable: {"text", "conversation"?: dict} -> {"reply", "items", ...,
+        "conversation": dict}, so it composes with LangChain chains while the caller keeps the state."""
+        from langchain_core.runnables import RunnableLambda
+
+        def run(inputs: dict) -> dict:
+            conversation = Conversation.from_dict(inputs.get("conversation") or {"catalog": self.catalog_name})
+            reply = self.turn(conversation, inputs["text"])
+            return {**reply.to_dict(), "conversation": conversation.to_dict()}
+
+        return RunnableLambda(run, name="recagent")
+
     def _planner_spec(self, tools: dict) -> tuple[str, dict]:
         """The planner's system prompt and output schema: the same for every turn, so built once."""
         if self._spec is None:

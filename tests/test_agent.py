@@ -180,3 +180,13 @@ def test_catalog_tools_work_as_langchain_tools(make_agent):
     assert "Jaws (1975) | Action, Horror" in found
     assert "year: 1975" in tools["item_details"].invoke({"title": "Jaws"})
     assert tools["item_details"].invoke({"title": "No Such Film 3000"}) == "error: 'No Such Film 3000' is not in the catalog"
+
+
+def test_agent_is_usable_from_langchain(make_agent):
+    agent = make_agent(call("search_catalog", query="shark attack", filters=[]), "Scary.",
+                       call("refine_last", filters=["year<1975"]), "Older.")
+    chain = agent.as_runnable()
+    first = chain.invoke({"text": "a shark attack movie"})
+    assert "Jaws (1975)" in [i["title"] for i in first["items"]]
+    second = chain.invoke({"text": "something older", "conversation": first["conversation"]})
+    assert all(i["year"] < 1975 for i in second["items"]) and len(second["conversation"]["messages"]) == 4
