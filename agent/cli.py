@@ -266,18 +266,19 @@ def bench():
 @bench.command("index")
 @click.option("--sizes", default="10000,100000", show_default=True, help="Random-vector collection sizes.")
 @click.option("--queries", default=200, show_default=True)
+@click.option("--embedded/--no-embedded", default=True, show_default=True, help="Measure the embedded store.")
 @click.option("--server/--no-server", default=True, show_default=True, help="Also measure a Chroma server on loopback.")
 @click.option("--catalogs/--no-catalogs", default=True, show_default=True, help="Also measure the real catalogs.")
 @click.option("--big-builds", is_flag=True, help="Also build 1M+ collections with recagent's HNSW settings (slow).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
-def bench_index(settings: Settings, sizes: str, queries: int, server: bool, catalogs: bool, big_builds: bool,
-                json_out: str | None):
+def bench_index(settings: Settings, sizes: str, queries: int, embedded: bool, server: bool, catalogs: bool,
+                big_builds: bool, json_out: str | None):
     """Index throughput, query latency p50/p95 (with and without a filter) and recall@10 vs exact search."""
     from recagent.evals.bench_index import run_index_benchmark
 
     results = run_index_benchmark(settings, [int(s) for s in sizes.split(",") if s], queries=queries,
-                                  server=server, catalogs=catalogs, big_builds=big_builds)
+                                  server=server, catalogs=catalogs, big_builds=big_builds, embedded_store=embedded)
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=2))
         click.echo(f"wrote {json_out}")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from recagent.prompts import load_prompt
-from recagent.tools.index import CatalogIndex
+from recagent.tools.index import CatalogIndex, StoreError
 from recagent.tools.ranking import Ranked
 from recagent.tools.settings import Settings
 
@@ -125,12 +125,14 @@ class Agent:
         calls: list[ToolCall] = []
         try:
             reply = self._turn(conversation, text, emit, timings, calls, started)
-        except (LLMError, TurnError) as exc:
-            restored = Conversation.from_dict(snapshot)
-            conversation.__dict__.update(restored.__dict__)
+        except (LLMError, TurnError, StoreError) as exc:
+            conversation.__dict__.update(Conversation.from_dict(snapshot).__dict__)
             timings["total"] = time.perf_counter() - started
             return Reply(text=f"Sorry, that turn failed: {exc}", tool_calls=calls, timings=_rounded(timings),
                          error=str(exc))
+        except BaseException:  # cancelled (Ctrl-C) or a bug: the conversation is still as it was
+            conversation.__dict__.update(Conversation.from_dict(snapshot).__dict__)
+            raise
         timings["total"] = time.perf_counter() - started
         reply.timings = _rounded(timings)
         return reply

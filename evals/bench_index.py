@@ -139,7 +139,7 @@ class _Server:
 
 
 def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200, server: bool = True,
-                        catalogs: bool = True, big_builds: bool = False) -> dict:
+                        catalogs: bool = True, big_builds: bool = False, embedded_store: bool = True) -> dict:
     """Run the benchmark, print tables, and return every figure."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -157,7 +157,8 @@ def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200
                     row = measure(embedded, "bench-catalog", vectors, qv, hnsw)
                     results["catalogs"].append({"catalog": catalog, "settings": label, "store": "embedded", **row})
                     _say("  " + json.dumps(results["catalogs"][-1]))
-        stores = [("embedded", lambda: _Nullctx(embedded))] + ([("server", _Server)] if server else [])
+        stores = ([("embedded", lambda: _Nullctx(embedded))] if embedded_store else []) + \
+            ([("server", _Server)] if server else [])
         for size in sizes:
             vectors = _random_unit(size, 384, seed=size)
             qv = _random_unit(queries, 384, seed=size + 1)

@@ -190,3 +190,19 @@ def test_agent_is_usable_from_langchain(make_agent):
     assert "Jaws (1975)" in [i["title"] for i in first["items"]]
     second = chain.invoke({"text": "something older", "conversation": first["conversation"]})
     assert all(i["year"] < 1975 for i in second["items"]) and len(second["conversation"]["messages"]) == 4
+
+
+def test_a_cancelled_turn_leaves_the_conversation_as_it_was(make_agent):
+    from recagent.agent.repl import TurnCancelled
+
+    agent = make_agent(call("search_catalog", query="pixar", filters=[]), "Pixar picks.")
+    conv = agent.new_conversation()
+    before = conv.to_dict()
+
+    def cancel_when_items_arrive(kind, value):
+        if kind == "items":
+            raise TurnCancelled()
+
+    with pytest.raises(TurnCancelled):
+        agent.turn(conv, "pixar films", on_event=cancel_when_items_arrive)
+    assert conv.to_dict() == before
