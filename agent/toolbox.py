@@ -20,6 +20,7 @@ from .conversation import Conversation, merge_constraints
 
 CANDIDATES = 40  # retrieved before ranking
 SHOWN = 5  # recommended per turn
+MAX_LIST_ARGS = 4  # the most titles, filters or rejections in one tool call
 COMPACT_FIELDS = ("year", "genres", "tags", "articleType", "baseColour", "gender", "usage")
 
 
@@ -101,10 +102,12 @@ def asked_for(flt: str, said: str) -> bool:
     match = re.match(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|=|>|<)\s*(.+?)\s*$", flt)
     if not match:
         return False
-    field, _, value = match.groups()
+    field, op, value = match.groups()
     value = value.lower()
     if field.lower().startswith("year"):
         return bool(_YEAR_WORDS.search(said))
+    if op == "!=" and not _NEGATIVE.search(said):  # "no horror", "without romance"
+        return False
     words = [value, value.rstrip("s"), *_SYNONYMS.get(value, "").split()]
     return any(re.search(rf"\b{re.escape(w[:max(4, len(w) - 2)])}", said) for w in words if w)
 
@@ -191,7 +194,12 @@ class CatalogTools:
     def _where(self, filters: list[str], notes: list[str]) -> dict | None:
         good = []
         said = self._said()
-        for flt in dict.fromkeys(f for f in filters if isinstance(f, str)):
+        wanted = list(dict.fromkeys(f for f in filters if isinstance(f, str)))
+        positive = {f.replace("!=", "=") for f in wanted if "!=" not in f}
+        for flt in wanted:
+            if "!=" in flt and flt.replace("!=", "=") in positive:
+                notes.append(f"ignored filter {flt!r}: contradicts {flt.replace('!=', '=')!r}")
+                continue
             try:
                 parse_where([flt], self.catalog.fields)
             except ConfigError as exc:
@@ -213,6 +221,10 @@ class CatalogTools:
             | set(self.conversation.liked)
         started = time.perf_counter()
         hits: list[Hit] = self.catalog.index.search(query, k=CANDIDATES, where=where, vector=vector, exclude=exclude)
+        if not hits and where is not None:
+            # Nothing passes every filter: say so and show the closest items without them.
+            notes.append(f"nothing matches all of {self.conversation.constraints}; showing the closest items")
+            hits = self.catalog.index.search(query, k=CANDIDATES, vector=vector, exclude=exclude)
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         ranked = rank_candidates(hits, set(self.conversation.disliked))[:SHOWN]
@@ -245,6 +257,8 @@ def _simplify(schema: dict) -> dict:
         if "anyOf" in prop:
             non_null = [p for p in prop.pop("anyOf") if p.get("type") != "null"]
             prop.update(non_null[0] if non_null else {})
+        if prop.get("type") == "array":
+            prop["maxItems"] = MAX_LIST_ARGS  # small models can loop over every value; the grammar stops them
         props[key] = prop
     return {"type": "object", "properties": props, "required": schema.get("required", [])}
 
