@@ -159,7 +159,7 @@ def _agent(settings: Settings, catalog: str, llm_kind: str, model: str | None, b
 @main.command()
 @click.argument("text", required=False)
 @click.option("--catalog", "-c", default="movies", show_default=True)
-@click.option("--image", type=click.Path(dir_okay=False), help="A photo to search by (with or without TEXT).")
+@click.option("--image", type=click.Path(dir_okay=False), help="A photo to search by (not available yet).")
 @click.option("--audio", type=click.Path(dir_okay=False), help="A recording to transcribe (instead of TEXT).")
 @click.option("--conversation", "conversation_file", type=click.Path(dir_okay=False),
               help="Read the conversation from this JSON file first and write it back updated.")
@@ -177,13 +177,13 @@ def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_j
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         catalog = conversation.catalog
-    if image or audio:
-        raise ConfigError("image and voice input are not available yet in this version (text only)")
-    if not (text or "").strip():
-        raise ConfigError("nothing to ask: give TEXT (or --image / --audio)")
+    if image:
+        raise ConfigError("image input is not available yet in this version (text and voice only)")
+    if not (text or "").strip() and not audio:
+        raise ConfigError("nothing to ask: give TEXT (or --audio)")
     agent = _agent(settings, catalog, llm_kind, model, base_url, timeout)
     conversation = conversation or agent.new_conversation()
-    reply = agent.turn(conversation, text)
+    reply = agent.turn(conversation, text or "", audio=audio)
     if conversation_file and not reply.error:
         conversation.save(conversation_file)
     if as_json:

@@ -13,10 +13,11 @@ from recagent.prompts import load_prompt
 from recagent.tools.index import CatalogIndex, StoreError
 from recagent.tools.ranking import Ranked
 from recagent.tools.settings import Settings
+from recagent.tools.speech import AudioError, transcribe_audio
 
 from .conversation import Conversation
 from .llm import LLM, LLMError, parse_json_object
-from .toolbox import Catalog, CatalogTools, ToolError, ToolResult, tool_schemas
+from .toolbox import Catalog, CatalogTools, ToolError, ToolResult, norm_title, tool_schemas
 
 MAX_STEPS = 3  # planner calls per turn (a details lookup may precede the search)
 HISTORY_TURNS = 2  # earlier user messages shown to the planner
@@ -41,6 +42,7 @@ class Reply:
     clarifying: bool = False
     error: str | None = None  # set when the turn failed; the conversation is unchanged then
     removed_mentions: list[str] = field(default_factory=list)  # invented titles taken out of the reply
+    transcript: str | None = None  # what was heard, for a spoken turn
 
     def to_dict(self) -> dict:
         """The JSON form `ask --json` prints: reply, items, tool_calls, timings, clarifying, error."""
@@ -116,16 +118,27 @@ class Agent:
         return load_prompt("planner").format(kind=kind, noun=noun, tools="\n".join(lines), fields="; ".join(fields))
 
     # -- one turn -------------------------------------------------------------------------------------
-    def turn(self, conversation: Conversation, text: str, on_event: OnEvent | None = None) -> Reply:
-        """Run one user turn. On failure the conversation is left unchanged and the Reply carries the error."""
+    def turn(self, conversation: Conversation, text: str = "", on_event: OnEvent | None = None,
+             audio: str | None = None) -> Reply:
+        """Run one user turn (text, or a recording to transcribe, or both). On failure the conversation is
+        left unchanged and the Reply carries the error."""
         emit = on_event or (lambda kind, value: None)
         snapshot = conversation.to_dict()
         started = time.perf_counter()
         timings = {"llm_prompt": 0.0, "llm_generation": 0.0, "retrieval": 0.0, "ranking": 0.0}
         calls: list[ToolCall] = []
+        transcript = None
         try:
+            if audio:
+                emit("status", "listening")
+                t0 = time.perf_counter()
+                transcript = transcribe_audio(audio, self.settings)
+                timings["transcription"] = time.perf_counter() - t0
+                emit("transcript", transcript)
+                text = f"{text.strip()} {transcript}".strip() if text else transcript
             reply = self._turn(conversation, text, emit, timings, calls, started)
-        except (LLMError, TurnError, StoreError) as exc:
+            reply.transcript = transcript
+        except (LLMError, TurnError, StoreError, AudioError) as exc:
             conversation.__dict__.update(Conversation.from_dict(snapshot).__dict__)
             timings["total"] = time.perf_counter() - started
             return Reply(text=f"Sorry, that turn failed: {exc}", tool_calls=calls, timings=_rounded(timings),
@@ -319,8 +332,8 @@ def ground_text(text: str, items: list[Ranked], catalog: Catalog,
                 allowed_ids: list[str] = ()) -> tuple[str, list[str]]:
     """Remove sentences that name a title which is not among the items shown (or that the user named);
     a sentence cut off by the token limit goes too. Returns the text and the titles taken out."""
-    allowed = {catalog_key(r.title) for r in items}
-    allowed |= {catalog_key(catalog.meta[i].get("title", "")) for i in allowed_ids if i in catalog.meta}
+    allowed = {norm_title(r.title) for r in items}
+    allowed |= {norm_title(catalog.meta[i].get("title", "")) for i in allowed_ids if i in catalog.meta}
     removed = []
     text = text.strip().strip('"')
     if text and text[-1] not in ".!?":
@@ -329,18 +342,12 @@ def ground_text(text: str, items: list[Ranked], catalog: Catalog,
     kept = []
     for sentence in sentences:
         named = _named_titles(sentence, catalog)
-        bad = [t for t in named if catalog_key(t) not in allowed]
+        bad = [t for t in named if norm_title(t) not in allowed]
         if bad:
             removed += bad
         else:
             kept.append(sentence)
     return " ".join(kept), removed
-
-
-def catalog_key(title: str) -> str:
-    from .toolbox import _norm_title
-
-    return _norm_title(title)
 
 
 def _named_titles(sentence: str, catalog: Catalog) -> list[str]:

@@ -45,7 +45,7 @@ class Repl:
         self.last: Reply | None = None
 
     # -- one turn, cancellable ---------------------------------------------------------------------------
-    def ask(self, text: str) -> None:
+    def ask(self, text: str, audio: str | None = None) -> None:
         cancel = threading.Event()
         result: dict = {}
         status = self.console.status("thinking...", spinner="dots")
@@ -61,10 +61,12 @@ class Repl:
                 self.console.print(value)
             elif kind == "status":
                 status.update(f"{value}...")
+            elif kind == "transcript":
+                self.console.print(f"[dim]heard: {value}[/]")
 
         def work() -> None:
             try:
-                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event)
+                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio)
             except TurnCancelled:
                 result["cancelled"] = True
             except Exception as exc:  # never lose the session to a bug in a turn
@@ -132,8 +134,13 @@ class Repl:
                 item_id = items[int(arg) - 1]
                 (self.conversation.like if name == "/like" else self.conversation.dislike)(item_id)
                 self.console.print(f"noted: you {name[1:]} item {arg}")
-        elif name in ("/image", "/voice"):
-            self.console.print("[yellow]image and voice input are not available yet in this version[/]")
+        elif name == "/voice":
+            if not arg:
+                self.console.print("[red]usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)[/]")
+            else:
+                self.ask("", audio=arg)
+        elif name == "/image":
+            self.console.print("[yellow]image input is not available yet in this version[/]")
         else:
             self.console.print(f"[red]unknown command {name}[/]; /help lists them")
         return True

@@ -40,7 +40,8 @@ class ToolResult:
     ranking_seconds: float = 0.0
 
 
-def _norm_title(title: str) -> str:
+def norm_title(title: str) -> str:
+    """'The Matrix (1999)' -> 'matrix': titles compared ignoring case, articles, punctuation and year."""
     title = re.sub(r"\s*\(\d{4}\)\s*$", "", title.lower())
     title = re.sub(r"^(the|a|an) ", "", title)
     return re.sub(r"[^a-z0-9]+", " ", title).strip()
@@ -57,11 +58,11 @@ class Catalog:
         self.meta = {i: (m or {}) for i, m in zip(got["ids"], got["metadatas"])}
         self.by_title: dict[str, list[str]] = {}
         for item_id, meta in self.meta.items():
-            self.by_title.setdefault(_norm_title(meta.get("title", "")), []).append(item_id)
+            self.by_title.setdefault(norm_title(meta.get("title", "")), []).append(item_id)
 
     def find_title(self, title: str) -> str | None:
         """The id of the item with this title (ignoring case, articles and year); the most rated on ties."""
-        ids = self.by_title.get(_norm_title(title))
+        ids = self.by_title.get(norm_title(title))
         if not ids:
             year = re.search(r"\((\d{4})\)", title)
             hits = self.index.search(title, k=1)

@@ -115,3 +115,40 @@ def test_repl_commands_through_the_real_entry_point(env, tmp_path):
     assert conversation["liked"] == [conversation["shown"][0]]
     assert "loaded" in out and "2 messages" in out
     assert "unknown command /frobnicate" in out and "usage: /like N" in out
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """Real recordings made with espeak-ng and sox, and files that are not usable audio."""
+    folder = tmp_path_factory.mktemp("audio")
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(folder / "jaws.wav"), "I want a scary movie about a shark"],
+                   check=True)
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(folder / "silence.wav"), "trim", "0", "3"], check=True)
+    (folder / "not-audio.mp3").write_text("this is not audio")
+    (folder / "empty.wav").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("name, message", [("not-audio.mp3", "not a readable audio file"),
+                                           ("empty.wav", "the file is empty"),
+                                           ("silence.wav", "I didn't catch that"),
+                                           ("missing.wav", "no such file")])
+def test_bad_recordings_get_a_clear_message_and_the_conversation_goes_on(env, tmp_path, recordings, name, message):
+    conv = tmp_path / "conv.json"
+    answers = [{"tool": "search_catalog", "args": {"query": "pixar", "filters": []}}, "Pixar."] * 2
+    model = script(tmp_path, *answers)
+    assert run(env, "ask", "pixar films", "--conversation", str(conv), "--llm", "scripted", "--model", model).returncode == 0
+    before = conv.read_text()
+    bad = run(env, "ask", "--audio", str(recordings / name), "--conversation", str(conv), "--llm", "scripted",
+              "--model", model)
+    assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert conv.read_text() == before
+
+
+def test_repl_voice_command(env, tmp_path, recordings):
+    answers = [{"tool": "search_catalog", "args": {"query": "scary shark", "filters": ["genre=Horror"]}}, "Scary."]
+    lines = [f"/voice {recordings / 'silence.wav'}", f"/voice {recordings / 'jaws.wav'}", "/quit"]
+    done = run(env, "chat", "--llm", "scripted", "--model", script(tmp_path, *answers), stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "I didn't catch that" in done.stdout
+    assert "heard: I want a scary movie about a shark" in done.stdout and "Jaws" in done.stdout

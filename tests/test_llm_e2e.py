@@ -73,3 +73,14 @@ def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, mov
             m not in turn["reply"] for m in turn["removed_mentions"])
     assert len(shown) == len(set(shown))  # no item shown twice
     assert json.loads(conv.read_text())["shown"] == shown
+
+
+def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
+    wav = tmp_path / "request.wav"
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), "I want a scary movie about a shark"], check=True)
+    done = subprocess.run([RECAGENT, "ask", "--audio", str(wav), "--json"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["transcript"].lower().rstrip(".") == "i want a scary movie about a shark"
+    assert "Jaws (1975)" in [i["title"] for i in out["items"][:5]]

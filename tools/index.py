@@ -109,8 +109,8 @@ def describe_fields(items: Iterable[Item]) -> dict:
     for item in items:
         for key, value in item.metadata.items():
             kind = "list" if isinstance(value, list) else type(value).__name__
-            if types.get(key) in (None, "int") and kind in ("int", "float"):
-                types[key] = kind if types.get(key) is None or kind == "float" else types[key]
+            if types.get(key) == "int" and kind == "float":
+                types[key] = "float"  # a field with 3 and 4.5 is a float field
             else:
                 types.setdefault(key, kind)
             if kind in ("str", "list"):
