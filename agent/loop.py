@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from recagent.prompts import load_prompt
-from recagent.tools.index import CatalogIndex, StoreError
+from recagent.tools.index import CatalogIndex, StoreError, public_metadata
 from recagent.tools.ranking import Ranked
 from recagent.tools.settings import Settings
 from recagent.tools.speech import AudioError, transcribe_audio
@@ -303,8 +303,7 @@ def _clean_args(args: dict, func) -> dict:
 
 
 def _item_dict(r: Ranked) -> dict:
-    meta = {k: v for k, v in r.metadata.items() if not k.startswith("_") and k != "title"}
-    out = {"id": r.id, "title": r.title, "score": round(r.score, 4), **meta}
+    out = {"id": r.id, "title": r.title, "score": round(r.score, 4), **public_metadata(r.metadata)}
     if r.metadata.get("_image"):
         out["image"] = r.metadata["_image"]
     return out

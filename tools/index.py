@@ -61,7 +61,12 @@ class Hit:
         return {"id": self.id, "title": self.title, "score": round(self.score, 4), **self.public_metadata()}
 
     def public_metadata(self) -> dict:
-        return {k: v for k, v in self.metadata.items() if not k.startswith("_") and k != "title"}
+        return public_metadata(self.metadata)
+
+
+def public_metadata(metadata: dict) -> dict:
+    """An item's own fields, without the index's bookkeeping (keys starting with '_') and the title."""
+    return {k: v for k, v in metadata.items() if not k.startswith("_") and k != "title"}
 
 
 def collection_name(catalog: str) -> str:
