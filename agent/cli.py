@@ -13,10 +13,11 @@ from recagent.tools.catalog import CatalogError, load_catalog
 from recagent.tools.data import DownloadError
 from recagent.tools.models import MissingModelError
 from recagent.tools.settings import ConfigError, Settings
+from recagent.tools.images import ImageError
 from recagent.tools.index import StoreError
 from recagent.agent.llm import LLMError
 
-USER_ERRORS = (ConfigError, CatalogError, StoreError, MissingModelError, DownloadError, LLMError)
+USER_ERRORS = (ConfigError, CatalogError, StoreError, MissingModelError, DownloadError, LLMError, ImageError)
 
 
 class _Group(click.Group):
@@ -59,9 +60,11 @@ def _index_for(settings: Settings, catalog: str):
 @click.option("--catalog", "-c", default="movies", show_default=True,
               help="movies, fashion, or the path of a .csv/.jsonl catalog file.")
 @click.option("--batch-size", default=256, show_default=True, help="Items embedded and written per batch.")
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also embed every item's image (posters, product photos) for search by photo.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def index(settings: Settings, catalog: str, batch_size: int, quiet: bool):
+def index(settings: Settings, catalog: str, batch_size: int, images: bool, quiet: bool):
     """Build or update the Chroma index of a catalog (resumable, incremental)."""
     started = time.perf_counter()
     cat = load_catalog(catalog, settings)
@@ -91,6 +94,28 @@ def index(settings: Settings, catalog: str, batch_size: int, quiet: bool):
     if cat.errors:
         click.echo(f"{len(cat.errors)} malformed rows were skipped (listed above); items already indexed were kept.",
                    err=True)
+    if images and any(it.image for it in cat.items):
+        _index_images(settings, idx, cat, quiet)
+
+
+def _index_images(settings: Settings, idx, cat, quiet: bool) -> None:
+    from recagent.tools.images import image_encoder
+
+    report = idx.index_images(cat, image_encoder(settings, catalog=idx.catalog), progress=not quiet)
+    for err in report.errors[:10]:
+        click.echo(f"skipped image of {err}", err=True)
+    if report.interrupted:
+        click.echo("Interrupted while embedding images: run the same command again to continue.", err=True)
+        sys.exit(130)
+    written = report.added + report.updated
+    if written or report.removed:
+        rate = written / report.seconds if report.seconds else 0
+        click.echo(f"{report.collection}: embedded {written:,} images ({report.removed:,} removed, "
+                   f"{report.unchanged:,} unchanged) in {report.seconds:.1f} s ({rate:,.0f} images/s)")
+    else:
+        click.echo(f"{report.collection}: nothing changed ({report.total:,} images up to date)")
+    if report.errors:
+        click.echo(f"{len(report.errors)} images could not be read (the items stay searchable by text).", err=True)
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -116,20 +141,29 @@ def _print_hits(hits, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("query")
+@click.argument("query", required=False, default="")
 @click.option("--catalog", "-c", default="movies", show_default=True)
 @click.option("--k", "-k", default=10, show_default=True, help="How many items.")
 @click.option("--where", "-w", multiple=True,
               help="Filter: FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD<N, FIELD=A..B (repeatable).")
+@click.option("--image", "image", type=click.Path(dir_okay=False),
+              help="Search by photo: items that look like it (with QUERY too: both, fused).")
+@click.option("--by", type=click.Choice(["text", "image", "fused"]), default=None,
+              help="text: QUERY against item texts; image: QUERY (or --image) against item photos; fused: both. "
+                   "Default: text, or fused with --image.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, title, score, ...}.")
 @click.pass_obj
-def search(settings: Settings, query: str, catalog: str, k: int, where: tuple[str, ...], as_json: bool):
-    """Print the items that best match QUERY."""
+def search(settings: Settings, query: str, catalog: str, k: int, where: tuple[str, ...], image: str | None,
+           by: str | None, as_json: bool):
+    """Print the items that best match QUERY (text) and/or a photo."""
     from recagent.tools.index import parse_where
+    from recagent.tools.retrieval import retrieve_candidates
 
+    if not query and not image:
+        raise click.UsageError("give a QUERY, an --image, or both")
     idx = _index_for(settings, catalog)
     flt = parse_where(where, idx.fields())
-    _print_hits(idx.search(query, k=k, where=flt), as_json)
+    _print_hits(retrieve_candidates(idx, query or None, photo=image, by=by, k=k, where=flt), as_json)
 
 
 def llm_options(func):
@@ -150,6 +184,30 @@ def llm_options(func):
     return func
 
 
+def asr_options(func):
+    """The speech-recognition options of ask and chat (for --audio and /voice)."""
+    options = [
+        click.option("--asr-backend", type=click.Choice(["faster-whisper", "openai-whisper"]),
+                     help="Speech recognizer [env RECAGENT_ASR_BACKEND; default faster-whisper]."),
+        click.option("--asr-model",
+                     help="Speech model: whisper-base, whisper-tiny-en, a local model path, or a Whisper name such as "
+                          "tiny.en (online) [env RECAGENT_ASR_MODEL; default whisper-base]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _use_asr(backend: str | None, model: str | None) -> None:
+    """Hand the speech options to transcribe_audio, which reads them from the environment when the agent calls it."""
+    import os
+
+    if backend:
+        os.environ["RECAGENT_ASR_BACKEND"] = backend
+    if model:
+        os.environ["RECAGENT_ASR_MODEL"] = model
+
+
 def _agent(settings: Settings, catalog: str, llm_kind: str, model: str | None, base_url: str | None, timeout: float):
     from recagent.agent import Agent, make_llm
 
@@ -159,16 +217,21 @@ def _agent(settings: Settings, catalog: str, llm_kind: str, model: str | None, b
 @main.command()
 @click.argument("text", required=False)
 @click.option("--catalog", "-c", default="movies", show_default=True)
-@click.option("--image", type=click.Path(dir_okay=False), help="A photo to search by (not available yet).")
+@click.option("--image", type=click.Path(dir_okay=False),
+              help="A photo: items that look like it, changed as TEXT says (\"like this but in black\").")
 @click.option("--audio", type=click.Path(dir_okay=False), help="A recording to transcribe (instead of TEXT).")
 @click.option("--conversation", "conversation_file", type=click.Path(dir_okay=False),
               help="Read the conversation from this JSON file first and write it back updated.")
 @click.option("--json", "as_json", is_flag=True, help="Print {reply, items, tool_calls, timings}.")
 @llm_options
+@asr_options
 @click.pass_obj
-def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_json, llm_kind, model, base_url, timeout):
+def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_json, llm_kind, model, base_url, timeout,
+        asr_backend, asr_model):
     """One turn without interaction: TEXT in, a reply with recommended items out."""
     from recagent.agent import Conversation
+
+    _use_asr(asr_backend, asr_model)
 
     conversation = None
     if conversation_file and Path(conversation_file).is_file():
@@ -177,13 +240,11 @@ def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_j
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         catalog = conversation.catalog
-    if image:
-        raise ConfigError("image input is not available yet in this version (text and voice only)")
-    if not (text or "").strip() and not audio:
-        raise ConfigError("nothing to ask: give TEXT (or --audio)")
+    if not (text or "").strip() and not audio and not image:
+        raise ConfigError("nothing to ask: give TEXT (or --audio, or --image)")
     agent = _agent(settings, catalog, llm_kind, model, base_url, timeout)
     conversation = conversation or agent.new_conversation()
-    reply = agent.turn(conversation, text or "", audio=audio)
+    reply = agent.turn(conversation, text or "", audio=audio, image=image)
     if conversation_file and not reply.error:
         conversation.save(conversation_file)
     if as_json:
@@ -199,11 +260,13 @@ def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_j
 @main.command()
 @click.option("--catalog", "-c", default="movies", show_default=True)
 @llm_options
+@asr_options
 @click.pass_obj
-def chat(settings: Settings, catalog: str, llm_kind, model, base_url, timeout):
+def chat(settings: Settings, catalog: str, llm_kind, model, base_url, timeout, asr_backend, asr_model):
     """Talk to recagent in a REPL (/help for commands)."""
     from recagent.agent.repl import run_repl
 
+    _use_asr(asr_backend, asr_model)
     run_repl(_agent(settings, catalog, llm_kind, model, base_url, timeout))
 
 
@@ -299,6 +362,77 @@ def bench_agent(settings: Settings, langchain: bool, model: str, limit: int | No
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=2))
         click.echo(f"wrote {json_out}")
+
+
+@main.group("eval")
+def eval_group():
+    """Evaluations that print figures and write JSON."""
+
+
+@eval_group.command("voice")
+@click.option("--n", default=50, show_default=True, help="How many ReDial seeker turns to speak.")
+@click.option("--models", default="whisper-tiny-en,whisper-base", show_default=True,
+              help="Speech models, comma-separated.")
+@click.option("--backends", default="faster-whisper,openai-whisper", show_default=True,
+              help="Speech backends, comma-separated.")
+@click.option("--float32/--no-float32", default=True, show_default=True,
+              help="Also run faster-whisper with float32 weights (shows what int8 changes).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.pass_obj
+def eval_voice(settings: Settings, n: int, models: str, backends: str, float32: bool, json_out: str | None):
+    """Word error rate, speed and retrieval of spoken ReDial requests, per speech backend and model."""
+    from recagent.evals.eval_voice import run_voice_eval, write_json
+
+    results = run_voice_eval(settings, n, [m for m in models.split(",") if m], [b for b in backends.split(",") if b],
+                             float32=float32)
+    if json_out:
+        write_json(results, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@eval_group.command("images")
+@click.option("--near-duplicates", default=500, show_default=True, help="How many perturbed photos to look up.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def eval_images(settings: Settings, near_duplicates: int, json_out: str | None, quiet: bool):
+    """Photo retrieval on the 1,000 held-out fashion products: type, colour, text->image, near-duplicates."""
+    from recagent.evals.eval_images import evaluate_images, format_table, write_json
+
+    figures = evaluate_images(settings, near_duplicates=near_duplicates, progress=not quiet,
+                              log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(figures))
+    click.echo(f"({figures['gallery']:,} photos, {figures['held_out_queries']} held-out queries, "
+               f"{figures['seconds']:.0f} s; encoder {figures['encoder']})")
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@main.command("train-image-encoder")
+@click.option("--catalog", "-c", type=click.Choice(["movies", "fashion", "all"]), default="all", show_default=True,
+              help="Whose image-text pairs to learn from (the 1,000 evaluation products are always held out).")
+@click.option("--epochs", default=14, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--limit", type=int, help="Train on only this many pairs (a quick check).")
+@click.option("--instance-weight", default=0.0, show_default=True,
+              help="Weight of a second loss pulling two augmented views of a photo together (0: one view, faster).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Checkpoint to write [default HOME/image-encoder/catalog-clip-CATALOG.pt]; a .state.pt beside "
+                   "it holds the last epoch, and the same command resumes from it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def train_image_encoder_command(settings: Settings, catalog: str, epochs: int, batch_size: int, limit: int | None,
+                                instance_weight: float, out: str | None, quiet: bool):
+    """Train the offline image encoder (CLIP form, locked MiniLM text tower) on the catalogs' photos."""
+    from recagent.tools.train_image_encoder import train_image_encoder
+
+    catalogs = ["movies", "fashion"] if catalog == "all" else [catalog]
+    target = Path(out) if out else settings.home / "image-encoder" / f"catalog-clip-{catalog}.pt"
+    result = train_image_encoder(catalogs, settings, target, epochs=epochs, batch_size=batch_size, limit=limit,
+                                 instance_weight=instance_weight, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {result['checkpoint']} after {result['seconds'] / 60:.1f} min of training. Use it with "
+               f"RECAGENT_MODEL_IMAGE_ENCODER={result['checkpoint']} (then rerun `recagent index`).")
 
 
 if __name__ == "__main__":

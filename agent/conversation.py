@@ -27,6 +27,7 @@ class Conversation:
     disliked: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)  # filters that hold until changed: "genre!=Horror"
     last_search: dict = field(default_factory=dict)  # the last search call {"tool", "args"}: refinements redo it
+    photo: dict = field(default_factory=dict)  # the last photo shown: {"source": path, "vector": [...]}
     version: int = FORMAT_VERSION
 
     # -- updates ------------------------------------------------------------------------------------
@@ -74,7 +75,8 @@ class Conversation:
         if not isinstance(data, dict):
             raise ValueError("a conversation is a JSON object")
         messages = [Message(**m) for m in data.get("messages", [])]
-        known = {k: data[k] for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_search") if k in data}
+        known = {k: data[k] for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_search", "photo")
+                 if k in data}
         return cls(messages=messages, **known)
 
     def to_json(self) -> str:

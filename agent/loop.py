@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from recagent.prompts import load_prompt
+from recagent.tools.images import ImageError, embed_image
 from recagent.tools.index import CatalogIndex, StoreError, public_metadata
+from recagent.tools.models import MissingModelError
 from recagent.tools.ranking import Ranked
 from recagent.tools.settings import Settings
 from recagent.tools.speech import AudioError, transcribe_audio
@@ -119,9 +121,9 @@ class Agent:
 
     # -- one turn -------------------------------------------------------------------------------------
     def turn(self, conversation: Conversation, text: str = "", on_event: OnEvent | None = None,
-             audio: str | None = None) -> Reply:
-        """Run one user turn (text, or a recording to transcribe, or both). On failure the conversation is
-        left unchanged and the Reply carries the error."""
+             audio: str | None = None, image: str | bytes | None = None) -> Reply:
+        """Run one user turn: text, a recording to transcribe, a photo (with words saying what to change), or
+        a mix. On failure the conversation is left unchanged and the Reply carries the error."""
         emit = on_event or (lambda kind, value: None)
         snapshot = conversation.to_dict()
         started = time.perf_counter()
@@ -136,9 +138,17 @@ class Agent:
                 timings["transcription"] = time.perf_counter() - t0
                 emit("transcript", transcript)
                 text = f"{text.strip()} {transcript}".strip() if text else transcript
-            reply = self._turn(conversation, text, emit, timings, calls, started)
+            if image is not None:
+                emit("status", "looking at the photo")
+                t0 = time.perf_counter()
+                vector = embed_image(image, self.settings, self.catalog_name)
+                source = "photo" if isinstance(image, bytes) else str(image)
+                conversation.photo = {"source": source, "vector": [round(float(x), 6) for x in vector]}
+                timings["image"] = time.perf_counter() - t0
+                text = text.strip() or "something like this"
+            reply = self._turn(conversation, text, emit, timings, calls, started, use_photo=image is not None)
             reply.transcript = transcript
-        except (LLMError, TurnError, StoreError, AudioError) as exc:
+        except (LLMError, TurnError, StoreError, AudioError, ImageError, MissingModelError) as exc:
             conversation.__dict__.update(Conversation.from_dict(snapshot).__dict__)
             timings["total"] = time.perf_counter() - started
             return Reply(text=f"Sorry, that turn failed: {exc}", tool_calls=calls, timings=_rounded(timings),
@@ -156,20 +166,24 @@ class Agent:
         timings["llm_generation"] += completion.generation_seconds
         return completion
 
-    def _turn(self, conversation, text, emit, timings, calls, started) -> Reply:
+    def _turn(self, conversation, text, emit, timings, calls, started, use_photo: bool = False) -> Reply:
         text = (text or "").strip()
         if not text:
             raise TurnError("empty message")
-        funcs = CatalogTools(self.catalog, conversation).planner_tools()
+        funcs = CatalogTools(self.catalog, conversation, use_photo=use_photo).planner_tools()
         system, schema = self._planner_spec(funcs)
         messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": self._state(conversation) + f"User: {text}"}]
+                    {"role": "user", "content": self._state(conversation) + self._photo_note(conversation, use_photo)
+                     + f"User: {text}"}]
         conversation.add_user(text)
         result: ToolResult | None = None
         for _step in range(self.max_steps):
             emit("status", "planning")
             plan, raw = self._plan(messages, schema, timings, funcs, text)
             name, args = plan["tool"], plan.get("args") or {}
+            if use_photo and name != "search_catalog":
+                # A photo turn always searches by the photo; the words only refine it.
+                name, args = "search_catalog", {"query": str(args.get("query") or text), "filters": args.get("filters") or []}
             t0 = time.perf_counter()
             try:
                 result = funcs[name](**_clean_args(args, funcs[name]))
@@ -261,6 +275,16 @@ class Agent:
         # Still broken: fall back to searching for what the user said, so the turn goes on.
         return {"tool": "search_catalog", "args": {"query": user_text, "filters": []},
                 "repaired": last_error}, json.dumps({"tool": "search_catalog", "args": {"query": user_text}})
+
+    def _photo_note(self, conversation: Conversation, use_photo: bool) -> str:
+        """What the photo looks like, in catalog words: the planner cannot see it."""
+        if not use_photo:
+            return ""
+        from recagent.tools.retrieval import retrieve_candidates
+
+        hits = retrieve_candidates(self.catalog.index, photo_vector=conversation.photo["vector"], k=3)
+        looks = "; ".join(h.title for h in hits)
+        return f"The user attached a photo; it looks most like: {looks}.\n" if looks else ""
 
     def _state(self, conversation: Conversation) -> str:
         """The compact state the planner needs: recent requests, last search, items shown with years."""

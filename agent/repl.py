@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -14,7 +15,8 @@ from .conversation import Conversation
 from .loop import Agent, Reply
 
 HELP = """Type what you are looking for. Commands:
-  /image PATH   search by a photo          /voice PATH   speak instead of typing
+  /image PATH [words]  items like this photo, changed as the words say ("but in black")
+  /voice PATH   speak instead of typing
   /like N       you like item N            /dislike N    you don't (it won't be shown again)
   /why          the last turn's tool calls, arguments and timings
   /save FILE    save the conversation      /load FILE    load one
@@ -45,7 +47,7 @@ class Repl:
         self.last: Reply | None = None
 
     # -- one turn, cancellable ---------------------------------------------------------------------------
-    def ask(self, text: str, audio: str | None = None) -> None:
+    def ask(self, text: str, audio: str | None = None, image: str | None = None) -> None:
         cancel = threading.Event()
         result: dict = {}
         status = self.console.status("thinking...", spinner="dots")
@@ -66,7 +68,8 @@ class Repl:
 
         def work() -> None:
             try:
-                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio)
+                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio,
+                                                   image=image)
             except TurnCancelled:
                 result["cancelled"] = True
             except Exception as exc:  # never lose the session to a bug in a turn
@@ -140,7 +143,14 @@ class Repl:
             else:
                 self.ask("", audio=arg)
         elif name == "/image":
-            self.console.print("[yellow]image input is not available yet in this version[/]")
+            try:
+                words = shlex.split(arg)
+            except ValueError:
+                words = arg.split()
+            if not words:
+                self.console.print("[red]usage: /image PATH [what to change, e.g. but in black][/]")
+            else:
+                self.ask(" ".join(words[1:]), image=words[0])
         else:
             self.console.print(f"[red]unknown command {name}[/]; /help lists them")
         return True

@@ -14,6 +14,7 @@ import numpy as np
 
 from recagent.tools.index import CatalogIndex, Hit, parse_where
 from recagent.tools.ranking import Ranked, rank_candidates
+from recagent.tools.retrieval import retrieve_candidates
 from recagent.tools.settings import ConfigError
 
 from .conversation import Conversation, merge_constraints
@@ -113,6 +114,26 @@ def asked_for(flt: str, said: str) -> bool:
     return any(re.search(rf"\b{re.escape(w[:max(4, len(w) - 2)])}", said) for w in words if w)
 
 
+def named_values(said: str, fields: dict, present: list[str]) -> list[str]:
+    """Filters for facet values the user names outright ("like this but in black" -> baseColour=Black).
+
+    Used on photo turns, where the words only say what to change; fields the planner already filtered,
+    and negated requests ("not black"), are left to the planner.
+    """
+    if _NEGATIVE.search(said):
+        return []
+    taken = {re.split(r"[!<>=~]", f, maxsplit=1)[0].strip().lower() for f in present}
+    out = []
+    for key, info in fields.items():
+        if key.lower() in taken or info.get("type") != "str" or key in ("title", "year"):
+            continue
+        for value in sorted(info.get("values", []), key=len, reverse=True):  # "Navy Blue" before "Blue"
+            if len(value) > 2 and re.search(rf"\b{re.escape(value.lower())}\b", said):
+                out.append(f"{key}={value}")
+                break
+    return out
+
+
 def compact(items: list[Ranked], limit: int = SHOWN) -> str:
     """Items as short lines for the LLM: 'Title (Year) | Animation, Children | pixar, fun'."""
     lines = []
@@ -130,14 +151,19 @@ def compact(items: list[Ranked], limit: int = SHOWN) -> str:
 class CatalogTools:
     """The planner's tools over one catalog, for one conversation (cheap: create one per turn)."""
 
-    def __init__(self, catalog: Catalog, conversation: Conversation):
+    def __init__(self, catalog: Catalog, conversation: Conversation, use_photo: bool = False):
         self.catalog = catalog
         self.conversation = conversation
+        self.use_photo = use_photo and bool(conversation.photo)  # a photo came with this turn: search by it too
 
     # -- the tools (their docstrings are what the planner reads) ---------------------------------------
     def search_catalog(self, query: str, filters: list[str] | None = None) -> ToolResult:
         """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black"."""
         self.conversation.last_search = {"tool": "search_catalog", "args": {"query": query}}
+        if self.use_photo:
+            self.conversation.last_search["photo"] = True
+            return self._retrieve(query=query, filters=filters or [],
+                                  photo_vector=np.asarray(self.conversation.photo["vector"], dtype=np.float32))
         return self._retrieve(query=query, filters=filters or [])
 
     def similar_items(self, titles: list[str], filters: list[str] | None = None) -> ToolResult:
@@ -158,6 +184,7 @@ class CatalogTools:
         if not last:
             raise ToolError("there is no earlier search to refine; use search_catalog")
         self._reject(reject or [])
+        self.use_photo = bool(last.get("photo")) and bool(self.conversation.photo)  # "like this but cheaper"
         merged = merge_constraints(self.conversation.constraints, [f for f in filters or [] if isinstance(f, str)])
         return getattr(self, last["tool"])(**last["args"], filters=merged)
 
@@ -196,6 +223,8 @@ class CatalogTools:
         good = []
         said = self._said()
         wanted = list(dict.fromkeys(f for f in filters if isinstance(f, str)))
+        if self.use_photo:
+            wanted += named_values(said, self.catalog.fields, wanted)
         positive = {f.replace("!=", "=") for f in wanted if "!=" not in f}
         for flt in wanted:
             if "!=" in flt and flt.replace("!=", "=") in positive:
@@ -215,17 +244,23 @@ class CatalogTools:
         return parse_where(good, self.catalog.fields)
 
     def _retrieve(self, query: str | None = None, vector=None, filters: list[str] = (), also_exclude=(),
-                  note: str | None = None) -> ToolResult:
+                  note: str | None = None, photo_vector=None) -> ToolResult:
         notes = [note] if note else []
         where = self._where(list(filters), notes)
         exclude = set(self.conversation.shown) | set(self.conversation.disliked) | set(also_exclude) \
             | set(self.conversation.liked)
         started = time.perf_counter()
-        hits: list[Hit] = self.catalog.index.search(query, k=CANDIDATES, where=where, vector=vector, exclude=exclude)
+        if photo_vector is not None:
+            search = lambda where: retrieve_candidates(  # noqa: E731
+                self.catalog.index, query, photo_vector=photo_vector, k=CANDIDATES, where=where, exclude=exclude)
+        else:
+            search = lambda where: self.catalog.index.search(  # noqa: E731
+                query, k=CANDIDATES, where=where, vector=vector, exclude=exclude)
+        hits: list[Hit] = search(where)
         if not hits and where is not None:
             # Nothing passes every filter: say so and show the closest items without them.
             notes.append(f"nothing matches all of {self.conversation.constraints}; showing the closest items")
-            hits = self.catalog.index.search(query, k=CANDIDATES, vector=vector, exclude=exclude)
+            hits = search(None)
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         ranked = rank_candidates(hits, set(self.conversation.disliked))[:SHOWN]

@@ -84,3 +84,18 @@ def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
     out = json.loads(done.stdout)
     assert out["transcript"].lower().rstrip(".") == "i want a scary movie about a shark"
     assert "Jaws (1975)" in [i["title"] for i in out["items"][:5]]
+
+
+@pytest.mark.parametrize("colour,kind", [("Red", "Tshirts"), ("Blue", "Casual Shoes")])
+def test_photo_like_this_but_in_black(env, settings, colour, kind):
+    """Acceptance: a photo of a coloured item + "but in black" -> black items of the same type, real planner."""
+    from recagent.evals.eval_images import held_out_items
+
+    [item] = held_out_items(settings, 1, articleType=kind, baseColour=colour)
+    subprocess.run([RECAGENT, "index", "--catalog", "fashion", "--quiet"], env=env, check=True, capture_output=True)
+    done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",
+                           item.image, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    items = json.loads(done.stdout)["items"][:5]
+    assert len(items) == 5 and all(i["baseColour"] == "Black" for i in items), items
+    assert sum(i["articleType"] == kind for i in items) >= 4, items

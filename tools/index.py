@@ -135,6 +135,7 @@ class CatalogIndex:
         self.name = collection_name(catalog)
         self.client = client or connect(self.settings)
         self._collection = None
+        self._images = None
 
     def _failure(self, exc: Exception, what: str = "") -> StoreError:
         where = self.settings.chroma_url or str(self.settings.home / "chroma")
@@ -171,7 +172,9 @@ class CatalogIndex:
 
     def fingerprints(self) -> dict[str, str]:
         """Item id -> fingerprint of every indexed item."""
-        col = self.collection(create=True)
+        return self._fingerprints(self.collection(create=True))
+
+    def _fingerprints(self, col) -> dict[str, str]:
         out, offset, page = {}, 0, 5000
         while True:
             try:
@@ -256,10 +259,12 @@ class CatalogIndex:
             from .models import embed_texts
 
             vector = embed_texts([query or ""], self.settings)[0]
+        return self._query(self.collection(), vector, k, where, exclude)
+
+    def _query(self, col, vector, k: int, where: dict | None, exclude: Iterable[str]) -> list[Hit]:
         exclude = set(exclude)
-        col = self.collection()
-        n = min(k + len(exclude), max(self.count(), 1))
         try:
+            n = min(k + len(exclude), max(col.count(), 1))
             got = col.query(query_embeddings=[list(map(float, vector))], n_results=n, where=where or None,
                             include=["metadatas", "distances"])
         except Exception as exc:
@@ -271,6 +276,100 @@ class CatalogIndex:
             meta = meta or {}
             hits.append(Hit(item_id, meta.get("title", item_id), 1.0 - float(dist), meta))
         return hits[:k]
+
+    # -- image vectors ------------------------------------------------------------------------------
+    def image_collection(self, create: bool = False):
+        """The collection of image vectors (one per item with an image), beside the text collection."""
+        if self._images is None:
+            name = self.name[:54] + "-images"
+            try:
+                self._images = (self.client.get_or_create_collection(name, configuration={"hnsw": dict(HNSW)},
+                                                                     embedding_function=None) if create
+                                else self.client.get_collection(name, embedding_function=None))
+            except Exception:
+                raise StoreError(f"catalog '{self.catalog}' has no image vectors: run "
+                                 f"`recagent index --catalog {self.catalog}` (with images)") from None
+        return self._images
+
+    def image_encoder_key(self) -> str | None:
+        """Which image encoder made the stored image vectors (None: no image vectors)."""
+        try:
+            return (self.image_collection().metadata or {}).get("encoder")
+        except StoreError:
+            return None
+
+    def index_images(self, catalog: Catalog, encoder, batch_size: int = 64, progress: bool = True) -> IndexReport:
+        """Embed and upsert the photo of every new or changed item with an image; resumable like `index`."""
+        from .images import ImageError, load_image
+
+        start = time.perf_counter()
+        items = [it for it in catalog.items if it.image]
+        report = IndexReport(self.name[:54] + "-images", total=len(items))
+        col = self.image_collection(create=True)
+        if (col.metadata or {}).get("encoder") not in (None, encoder.key):
+            # Vectors from another encoder live in another space: replace them all.
+            self.client.delete_collection(col.name)
+            self._images = None
+            col = self.image_collection(create=True)
+        if (col.metadata or {}).get("encoder") != encoder.key:
+            col.modify(metadata={**(col.metadata or {}), "encoder": encoder.key})
+        existing = self._fingerprints(col)
+        prints = {it.id: f"{it.fingerprint()}:{encoder.key}" for it in items}
+        todo = [it for it in items if existing.get(it.id) != prints[it.id]]
+        report.unchanged = len(items) - len(todo)
+        stale = [] if catalog.errors else [i for i in existing if i not in prints]
+        with _StopFlag() as stop, _progress(len(todo), progress, f"indexing {catalog.name} images") as bar:
+            for lo in range(0, len(todo), batch_size):
+                if stop.requested:
+                    report.interrupted = True
+                    break
+                batch, photos = [], []
+                for it in todo[lo: lo + batch_size]:
+                    try:
+                        photos.append(load_image(it.image))
+                        batch.append(it)
+                    except ImageError as exc:
+                        report.errors.append(f"{it.id}: {exc}")
+                if batch:
+                    vectors = encoder.embed_images(photos)
+                    metas = [{**_chroma_metadata(it), "_fp": prints[it.id]} for it in batch]
+                    try:
+                        col.upsert(ids=[it.id for it in batch], embeddings=vectors, metadatas=metas)
+                    except Exception as exc:
+                        raise self._failure(exc, "while writing image vectors; rerun to continue") from None
+                    report.updated += sum(it.id in existing for it in batch)
+                    report.added += sum(it.id not in existing for it in batch)
+                bar.update(len(todo[lo: lo + batch_size]))
+        if not report.interrupted and stale:
+            try:
+                for lo in range(0, len(stale), 1000):
+                    col.delete(ids=stale[lo: lo + 1000])
+            except Exception as exc:
+                raise self._failure(exc, "while removing image vectors no longer in the catalog") from None
+            report.removed = len(stale)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def search_images(self, vector, k: int = 10, where: dict | None = None, exclude: Iterable[str] = (),
+                      encoder_key: str | None = None) -> list[Hit]:
+        """Top-k items whose photo is closest to the vector (a photo's or, in a shared space, a text's)."""
+        col = self.image_collection()
+        stored = (col.metadata or {}).get("encoder")
+        if encoder_key and stored != encoder_key:
+            raise StoreError(f"the image vectors of '{self.catalog}' were made by another image encoder "
+                             f"({stored}); rerun `recagent index --catalog {self.catalog}`")
+        return self._query(col, vector, k, where, exclude)
+
+    def vectors(self, ids: list[str], images: bool = False) -> dict:
+        """Item id -> stored vector (text, or image with images=True); ids without one are left out."""
+        import numpy as np
+
+        col = self.image_collection() if images else self.collection()
+        try:
+            got = col.get(ids=list(ids), include=["embeddings"])
+        except Exception as exc:
+            raise self._failure(exc) from None
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
 
     def get(self, ids: list[str]) -> dict[str, dict]:
         """Metadata of the given ids (missing ids are left out)."""

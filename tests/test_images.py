@@ -1,0 +1,216 @@
+"""Photos: safe loading of bad files, open_clip checkpoints, the shipped encoder's retrieval, training."""
+
+import io
+import json
+import random
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recagent.evals.eval_images import held_out_items
+from recagent.tools.images import ImageError, embed_image, image_encoder, load_image, load_open_clip
+from recagent.tools.retrieval import retrieve_candidates
+
+RECAGENT = str(Path(sys.executable).parent / "recagent")
+
+
+@pytest.fixture(scope="module")
+def photo(settings) -> Path:
+    """A real product photo: a blue shirt."""
+    return settings.data / "fashion" / "images" / "15970.jpg"
+
+
+def png_bomb(path: Path, side: int = 30000) -> Path:
+    """A valid 1-bit PNG of side x side pixels that is only ~100 KB on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (side + 7) // 8)
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_images(tmp_path_factory, photo) -> dict:
+    d = tmp_path_factory.mktemp("bad-images")
+    (d / "notes.jpg").write_text("this is a shopping list, not a photo\n")
+    (d / "empty.jpg").write_bytes(b"")
+    data = photo.read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return {"not an image": (d / "notes.jpg", "not an image"), "empty": (d / "empty.jpg", "empty"),
+            "truncated": (d / "truncated.jpg", "truncated"),
+            "bomb": (png_bomb(d / "bomb.png"), "too large"), "missing": (d / "nope.jpg", "no such file")}
+
+
+@pytest.mark.parametrize("case", ["not an image", "empty", "truncated", "bomb", "missing"])
+def test_bad_images_get_a_clear_message(bad_images, case):
+    path, words = bad_images[case]
+    with pytest.raises(ImageError, match=words):
+        load_image(path)
+
+
+def test_cmyk_transparency_and_animation_are_handled(tmp_path, photo, settings, fashion_images):
+    original = Image.open(photo).convert("RGB")
+    cmyk = tmp_path / "cmyk.jpg"
+    original.convert("CMYK").save(cmyk, quality=95)
+    loaded = load_image(cmyk)
+    assert loaded.mode == "RGB" and loaded.size == original.size
+    # the CMYK copy is the same photo to the encoder
+    assert float(embed_image(cmyk, settings) @ embed_image(photo, settings)) > 0.9
+
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    rgba.paste((200, 0, 0, 255), (16, 16, 48, 48))
+    rgba.save(tmp_path / "cutout.png")
+    img = load_image(tmp_path / "cutout.png")
+    assert img.getpixel((2, 2)) == (255, 255, 255) and img.getpixel((32, 32)) == (200, 0, 0)
+
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    first = load_image(tmp_path / "anim.gif")
+    assert first.getpixel((5, 5))[0] > 200 and first.getpixel((5, 5))[2] < 50
+
+
+def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
+    import open_clip
+    import torch
+
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    arch = tmp_path / "tiny-clip.json"
+    arch.write_text(json.dumps(config))
+    open_clip.add_model_config(arch)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip")
+    model.eval()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "tiny.pt")
+
+    encoder = load_open_clip(str(arch), str(tmp_path / "tiny.pt"), settings)
+    assert not encoder.shares_text_space
+    image = load_image(photo)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.encode_image(preprocess(image)[None]), dim=-1)[0].numpy()
+        text_expected = torch.nn.functional.normalize(
+            model.encode_text(open_clip.get_tokenizer("tiny-clip")(["a blue shirt"])), dim=-1)[0].numpy()
+    np.testing.assert_allclose(encoder.embed_images([image])[0], expected, atol=1e-5)
+    np.testing.assert_allclose(encoder.embed_texts(["a blue shirt"])[0], text_expected, atol=1e-5)
+
+    # through the configuration, as users set it: the checkpoint's weights are what is used
+    configured = settings.with_(models={**settings.models, "image-encoder": f"open_clip:{arch}:{tmp_path / 'tiny.pt'}"})
+    np.testing.assert_allclose(embed_image(photo, configured), expected, atol=1e-5)
+    with pytest.raises(Exception, match="cannot be loaded|not found|neither"):
+        load_open_clip(str(arch), str(tmp_path / "missing.pt"), settings)
+
+
+# ---- the shipped encoder on the real fashion index ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def fashion_images(settings, fashion_index):
+    from recagent.tools.catalog import load_catalog
+
+    report = fashion_index.index_images(load_catalog("fashion", settings), image_encoder(settings, "fashion"),
+                                        progress=False)
+    assert report.added + report.unchanged + report.updated >= 9500
+    return fashion_index
+
+
+def test_a_photo_finds_items_of_its_type(settings, fashion_images):
+    shares = []
+    for kind in ("Tshirts", "Watches", "Handbags"):
+        for item in held_out_items(settings, 8, articleType=kind):
+            hits = retrieve_candidates(fashion_images, photo=item.image, k=5, exclude={item.id})
+            shares.append(np.mean([h.metadata["articleType"] == kind for h in hits]))
+    # held-out photos (never trained on): most of each top 5 has the photo's type (random: about 0.07)
+    assert np.mean(shares) >= 0.7, shares
+
+
+def test_text_finds_photos(settings, fashion_images):
+    hits = retrieve_candidates(fashion_images, "black watch", by="image", k=10)
+    assert sum(h.metadata["articleType"] == "Watches" for h in hits) >= 8
+    assert sum(h.metadata["baseColour"] == "Black" for h in hits) >= 6
+
+
+def test_a_perturbed_photo_finds_itself(settings, fashion_images):
+    from recagent.evals.eval_images import perturb
+
+    rng = random.Random(1)
+    items = held_out_items(settings, 10)
+    found = 0
+    for item in items:
+        query = perturb(load_image(item.image), rng)
+        buffer = io.BytesIO()
+        query.save(buffer, "PNG")
+        hits = retrieve_candidates(fashion_images, photo=buffer.getvalue(), k=10)
+        found += item.id in [h.id for h in hits]
+    assert found >= 9
+
+
+def test_ask_like_this_but_in_black(env, tmp_path, settings, fashion_images):
+    """Acceptance 2 with the scripted planner: black items of the photo's type."""
+    [red] = held_out_items(settings, 1, articleType="Tshirts", baseColour="Red")
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "t-shirt in black", "filters": []}},
+                                  "Here are black ones."]))
+    done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",
+                           red.image, "--json", "--llm", "scripted", "--model", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    items = json.loads(done.stdout)["items"][:5]
+    assert len(items) == 5
+    assert all(i["baseColour"] == "Black" for i in items), items
+    assert sum(i["articleType"] == "Tshirts" for i in items) >= 4, items
+
+
+@pytest.mark.parametrize("case", ["not an image", "truncated", "bomb", "empty"])
+def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images, case):
+    path, words = bad_images[case]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "blue shirt", "filters": []}}, "Ok."]))
+    conv = tmp_path / "conv.json"
+    done = subprocess.run([RECAGENT, "ask", "like this", "--catalog", "fashion", "--image", str(path), "--json",
+                           "--conversation", str(conv), "--llm", "scripted", "--model", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert words in out["error"] and not out["items"] and "Traceback" not in done.stderr
+    assert not conv.exists()  # nothing saved from a failed turn
+
+    repl = subprocess.run([RECAGENT, "chat", "--catalog", "fashion", "--llm", "scripted", "--model", str(script)],
+                          input=f"/image {path} but in black\nblue shirt for men\n/quit\n", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert repl.returncode == 0, repl.stderr
+    assert words in repl.stdout and "Traceback" not in repl.stdout + repl.stderr
+    assert "shirt" in repl.stdout.split(words, 1)[1].lower()  # the next turn still works
+
+
+def test_train_image_encoder_short_run_resumes_and_loads(env, tmp_path, settings, photo):
+    out = tmp_path / "enc.pt"
+    args = [RECAGENT, "train-image-encoder", "--catalog", "fashion", "--limit", "96", "--batch-size", "32",
+            "--out", str(out), "--quiet"]
+    first = subprocess.run(args + ["--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert out.is_file() and out.with_suffix(".state.pt").is_file()
+    # more epochs with the same settings: continues from the saved epoch
+    second = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "starting afresh" in second.stderr  # the epoch count is part of the schedule: a new run
+    again = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
+    assert "resuming from epoch 2 of 2" in again.stderr, again.stderr
+
+    import torch
+
+    meta = torch.load(out, map_location="cpu", weights_only=True)["meta"]
+    assert meta["catalogs"] == ["fashion"] and len(meta["history"]) == 2
+    configured = settings.with_(models={**settings.models, "image-encoder": str(out)})
+    vector = embed_image(photo, configured)
+    assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-4
+    assert float(vector @ embed_image(photo, settings)) < 0.99  # a different model than the shipped one

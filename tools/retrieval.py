@@ -1,0 +1,110 @@
+"""`retrieve_candidates`: text, photo, or both fused, against a catalog's text and image vectors.
+
+- by text: the words against the items' text vectors (MiniLM);
+- by photo: PHOTO_SELF * cos(photo, item photo) + (1 - PHOTO_SELF) * cos(photo, item text) when the image
+  encoder shares the text space (the offline default): an item is found both because its photo looks
+  like the query and because its description reads like it (cleaner for type and colour). A candidate
+  that geometric verification shows to be the query's own source photo (cropped, resized, re-encoded)
+  comes first: near-duplicate lookup;
+- fused: IMAGE_WEIGHT * (the photo score) + TEXT_WEIGHT * cos(words, item text). The photo says what kind of
+  thing and how it looks; the words say what to change ("but in black" also arrives as a filter).
+Candidates are the union of the best POOL items of each list, then scored exactly on every term.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .index import CatalogIndex, Hit
+
+PHOTO_SELF = 0.5
+IMAGE_WEIGHT = 0.6
+TEXT_WEIGHT = 0.4
+POOL = 100  # candidates taken from each list before fusing
+VERIFY = 30  # candidates checked for being the very same photo
+DUPLICATE_THRESHOLD = 0.95  # duplicate_scores above this: the same photo (measured in evals/eval_images.py)
+
+
+def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: str | Path | bytes | None = None,
+                        by: str | None = None, k: int = 10, where: dict | None = None,
+                        exclude: Iterable[str] = (), photo_vector=None) -> list[Hit]:
+    """The k best items for a text query, a photo (path, bytes or its vector), or both ("fused")."""
+    from .images import image_encoder, load_image
+
+    has_photo = photo is not None or photo_vector is not None
+    by = by or ("fused" if has_photo and query else "image" if has_photo else "text")
+    if by == "text" or (by == "fused" and not has_photo):
+        return index.search(query or "", k=k, where=where, exclude=exclude)
+    encoder = image_encoder(index.settings, index.catalog)
+    image = load_image(photo) if photo is not None else None
+    if image is not None and photo_vector is None:
+        photo_vector = encoder.embed_images([image])[0]
+    if not has_photo:  # words against photos
+        vector = encoder.embed_texts([query or ""])[0]
+        return index.search_images(vector, k=k, where=where, exclude=exclude, encoder_key=encoder.key)
+    photo_vector = np.asarray(photo_vector, dtype=np.float32)
+    text_vector = None
+    if by == "fused" and query:
+        from .models import embed_texts
+
+        text_vector = embed_texts([query], index.settings)[0]
+    exclude = set(exclude)
+    pools = [index.search_images(photo_vector, k=POOL, where=where, exclude=exclude, encoder_key=encoder.key)]
+    if encoder.shares_text_space:  # the photo also finds items whose description reads like it
+        pools.append(index.search(vector=photo_vector, k=POOL, where=where, exclude=exclude))
+    if text_vector is not None:
+        pools.append(index.search(vector=text_vector, k=POOL, where=where, exclude=exclude))
+    candidates = {h.id: h for pool in pools for h in pool}
+    if not candidates:
+        return []
+    ids = list(candidates)
+    photos, texts = index.vectors(ids, images=True), index.vectors(ids)
+    hits = []
+    for item_id in ids:
+        image_sim = float(photos[item_id] @ photo_vector) if item_id in photos else 0.0
+        score = image_sim
+        if encoder.shares_text_space and item_id in texts:
+            score = PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * float(texts[item_id] @ photo_vector)
+        if text_vector is not None:
+            score = IMAGE_WEIGHT * score + TEXT_WEIGHT * (float(texts[item_id] @ text_vector) if item_id in texts else 0)
+        hit = candidates[item_id]
+        hits.append(Hit(item_id, hit.title, score, hit.metadata))
+    hits.sort(key=lambda h: -h.score)
+    if image is not None:
+        hits = _source_first(image, hits)
+    return hits[:k]
+
+
+def _source_first(image, hits: list[Hit]) -> list[Hit]:
+    """Move the candidate that is the query's own source photo, if one is, to the front."""
+    from .images import ImageError, duplicate_scores, load_image
+
+    checked, photos = [], []
+    for hit in hits[:VERIFY]:
+        path = hit.metadata.get("_image")
+        if not path:
+            continue
+        try:
+            photos.append(load_image(path))
+            checked.append(hit)
+        except ImageError:
+            continue
+    if not checked:
+        return hits
+    scores = duplicate_scores(image, photos)
+    best = int(np.argmax(scores))
+    if scores[best] < DUPLICATE_THRESHOLD:
+        return hits
+    source = checked[best]
+    return [source] + [h for h in hits if h.id != source.id]
+
+
+def cosine_top(matrix: np.ndarray, vector: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k rows of an L2-normalised matrix closest to a vector (exact; for evaluations)."""
+    sims = matrix @ vector
+    k = min(k, len(sims))
+    top = np.argpartition(-sims, k - 1)[:k]
+    return top[np.argsort(-sims[top])]
