@@ -301,4 +301,13 @@ def model_status(settings: Settings | None = None) -> list[dict]:
             where, ok = str(exc), False
         rows.append({"name": name, "description": asset.description, "ok": ok, "path": where,
                      "licence": asset.licence})
+    from .images import shipped_encoder_path  # the image encoder ships inside the package
+
+    settings = settings or Settings.load()
+    spec = settings.models.get("image-encoder")
+    for catalog in ("movies", "fashion"):
+        path = spec or str(shipped_encoder_path(catalog))
+        ok = spec.startswith("open_clip:") if spec and not Path(spec).expanduser().exists() else Path(path).exists()
+        rows.append({"name": f"image-encoder ({catalog})", "ok": ok, "path": path, "licence": "research use",
+                     "description": "CLIP-form image tower into the MiniLM text space (trained by recagent)"})
     return rows
