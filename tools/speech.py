@@ -1,26 +1,49 @@
-"""Speech to text: `transcribe_audio`, with faster-whisper on the offline Whisper weights.
+"""Speech to text: `transcribe_audio`, with faster-whisper or openai-whisper on the offline Whisper weights.
 
-The openai-whisper backend, its checkpoint converter, and the measured choice of backend and model come
-with the voice-input work (issue 4); the interface stays this function.
+Both backends hear the same samples: the file is decoded once (PyAV, through faster-whisper, so openai-whisper
+needs no ffmpeg program) and cut to its speech with the same voice-activity filter, then transcribed with
+the same decoding settings (English, beam 5, temperature 0). openai-whisper runs the offline CTranslate2
+weights converted once into its own checkpoint format (tools/whisper_convert.py). Defaults come from
+`recagent eval voice` (docs/benchmarks.md, "Voice").
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-from .models import resolve_model, shared
-from .settings import Settings
+import numpy as np
+
+from .models import MissingModelError, resolve_model, shared
+from .settings import ConfigError, Settings
 
 MAX_SECONDS = 120.0  # longer recordings are refused (RECAGENT_MAX_AUDIO_SECONDS)
+MIN_SECONDS = 0.3  # shorter ones cannot hold a request
+SAMPLE_RATE = 16000
+BACKENDS = ("faster-whisper", "openai-whisper")
+SPEECH_ASSETS = ("whisper-tiny-en", "whisper-base")  # model assets (tools/models.py) holding Whisper weights
+# Chosen by `recagent eval voice` (docs/benchmarks.md, "Voice"): base's word error rate is less than half
+# tiny.en's; faster-whisper transcribes the same words as openai-whisper about three times faster.
+DEFAULT_BACKEND = "faster-whisper"
+DEFAULT_MODEL = "whisper-base"
+BEAM_SIZE = 5
+FASTER_WHISPER_COMPUTE_TYPE = "int8"  # fastest on the CPU; float32 would match openai-whisper word for word
 
 
 class AudioError(Exception):
     """The recording cannot be used; the message says why."""
 
 
-def transcribe_audio(path: str, settings: Settings | None = None, model: str = "whisper-base") -> str:
-    """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text."""
+def transcribe_audio(path: str, settings: Settings | None = None, model: str | None = None,
+                     backend: str | None = None) -> str:
+    """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text (backend, model: see `choose`)."""
+    audio = load_audio(path)
+    return transcribe_samples(audio, settings, model, backend)
+
+
+def load_audio(path: str) -> np.ndarray:
+    """The recording as 16 kHz mono float32 samples, or an AudioError saying why it cannot be used."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise AudioError(f"{path}: no such file")
@@ -29,22 +52,161 @@ def transcribe_audio(path: str, settings: Settings | None = None, model: str = "
     from faster_whisper.audio import decode_audio
 
     try:
-        audio = decode_audio(str(file), sampling_rate=16000)
+        audio = decode_audio(str(file), sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV raises many kinds of error for a file that is not audio
         raise AudioError(f"{path}: not a readable audio file ({exc.__class__.__name__})") from None
-    seconds = len(audio) / 16000
+    seconds = len(audio) / SAMPLE_RATE
+    declared = _declared_seconds(file)
+    # The decoder stops quietly where a file ends early; the header tells how long it should have been.
+    if declared is not None and seconds < 0.9 * declared and declared - seconds > 0.5:
+        raise AudioError(f"{path}: the file is cut short ({seconds:.1f} s of its {declared:.1f} s could be read)")
     limit = float(os.environ.get("RECAGENT_MAX_AUDIO_SECONDS", MAX_SECONDS))
     if seconds > limit:
         raise AudioError(f"{path}: the recording is {seconds:.0f} s long; the limit is {limit:.0f} s")
-    source = resolve_model(model, settings)
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"I didn't catch that: the recording is only {seconds:.1f} s long")
+    return audio.astype(np.float32, copy=False)
 
-    def load():
-        from faster_whisper import WhisperModel
 
-        return WhisperModel(source, device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
+def _declared_seconds(file: Path) -> float | None:
+    """How long the file says it is (WAV: its data chunk; others: the container's duration), if it says."""
+    with open(file, "rb") as fh:
+        header = fh.read(4096)
+    if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
+        return _wav_declared_seconds(header)
+    import av
 
-    segments, _ = shared(("whisper", source), load).transcribe(audio, language="en", beam_size=5, vad_filter=True)
-    text = " ".join(s.text.strip() for s in segments).strip()
-    if not text or seconds < 0.3:
+    try:
+        with av.open(str(file), metadata_errors="ignore") as container:
+            return container.duration / 1_000_000 if container.duration else None
+    except Exception:
+        return None
+
+
+def _wav_declared_seconds(header: bytes) -> float | None:
+    """A WAV file's data size over its byte rate; None for streaming writers, which leave the size 0 or -1."""
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(header):
+        chunk, size = header[pos: pos + 4], int.from_bytes(header[pos + 4: pos + 8], "little")
+        if chunk == b"fmt ":
+            byte_rate = int.from_bytes(header[pos + 16: pos + 20], "little")
+        elif chunk == b"data":
+            return size / byte_rate if byte_rate and 0 < size < 0xFFFFFFFF else None
+        pos += 8 + size + size % 2  # chunks are padded to an even size
+    return None
+
+
+def speech_only(audio: np.ndarray) -> np.ndarray:
+    """The parts of the recording that hold speech (faster-whisper's Silero filter), or "I didn't catch that"."""
+    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+    chunks = get_speech_timestamps(audio, VadOptions())  # the options faster-whisper's own vad_filter uses
+    if not chunks:
+        raise AudioError("I didn't catch that: the recording seems to be silent")
+    return np.concatenate(collect_chunks(audio, chunks)[0])
+
+
+def transcribe_samples(audio: np.ndarray, settings: Settings | None = None, model: str | None = None,
+                       backend: str | None = None) -> str:
+    """Transcribe decoded 16 kHz samples (see `transcribe_audio` for backend and model)."""
+    speech = speech_only(audio)  # before loading a model: a silent recording needs none
+    text = speech_recognizer(settings, model, backend).transcribe(speech)
+    if not text:
         raise AudioError("I didn't catch that: the recording seems to be silent")
     return text
+
+
+def choose(model: str | None = None, backend: str | None = None) -> tuple[str, str]:
+    """(backend, model) from the arguments, else RECAGENT_ASR_BACKEND / RECAGENT_ASR_MODEL, else the defaults.
+
+    A model is an asset (whisper-tiny-en, whisper-base), a local path, or a Whisper name ("tiny.en") for users online.
+    """
+    backend = backend or os.environ.get("RECAGENT_ASR_BACKEND") or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown speech backend '{backend}'; choose one of {', '.join(BACKENDS)} "
+                          "(--asr-backend or RECAGENT_ASR_BACKEND)")
+    return backend, model or os.environ.get("RECAGENT_ASR_MODEL") or DEFAULT_MODEL
+
+
+def speech_recognizer(settings: Settings | None = None, model: str | None = None, backend: str | None = None,
+                      compute_type: str = FASTER_WHISPER_COMPUTE_TYPE):
+    """The shared recognizer for a backend and model, loaded on first use."""
+    backend, model = choose(model, backend)
+    settings = settings or Settings.load()
+    source = resolve_model(model, settings) if model in SPEECH_ASSETS else model
+    if backend == "faster-whisper":
+        return shared(("asr", backend, source, compute_type), lambda: _faster_whisper(source, compute_type))
+    return shared(("asr", backend, source), lambda: OpenAIWhisper(_openai_checkpoint(source, model, settings)))
+
+
+class FasterWhisper:
+    """faster-whisper (CTranslate2) on the CPU."""
+
+    def __init__(self, source: str, compute_type: str = FASTER_WHISPER_COMPUTE_TYPE):
+        from faster_whisper import WhisperModel
+
+        self.model = WhisperModel(source, device="cpu", compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """The transcript of speech samples (already filtered by `speech_only`)."""
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=BEAM_SIZE, temperature=0.0,
+                                            vad_filter=False)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+def _faster_whisper(source: str, compute_type: str) -> FasterWhisper:
+    """FasterWhisper, with a hub name that cannot be fetched (offline, misspelt) reported as a missing model."""
+    try:
+        return FasterWhisper(source, compute_type)
+    except OSError as exc:  # huggingface_hub's lookup errors are OSErrors
+        if Path(source).expanduser().exists():
+            raise
+        raise MissingModelError(f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}) nor "
+                                f"a local path, and fetching it from the hub failed: {str(exc).splitlines()[0]}") from None
+
+
+class OpenAIWhisper:
+    """openai-whisper (PyTorch) on the CPU."""
+
+    def __init__(self, checkpoint: str):
+        import whisper
+
+        self.model = whisper.load_model(checkpoint, device="cpu")
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """The transcript of speech samples, decoded as faster-whisper does (beam 5, temperature 0, no fp16)."""
+        result = self.model.transcribe(audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, fp16=False,
+                                       verbose=None)
+        return " ".join(s["text"].strip() for s in result["segments"]).strip()
+
+
+def _openai_checkpoint(source: str, model: str, settings: Settings) -> str:
+    """What `whisper.load_model` should open: a .pt file, a CTranslate2 folder converted once into the
+    cache, or a standard Whisper name ("tiny.en", "base": openai-whisper downloads it, for users online)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return str(path)
+    if not path.is_dir():
+        import whisper
+
+        if source in whisper.available_models():
+            return source
+        try:  # a hub name of CTranslate2 weights, such as Systran/faster-whisper-base
+            from faster_whisper.utils import download_model
+
+            path = Path(download_model(source))
+        except Exception as exc:
+            raise MissingModelError(f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}), "
+                                    f"a local path, nor a Whisper name ({', '.join(whisper.available_models())}): "
+                                    f"{exc.__class__.__name__}") from None
+    if not (path / "model.bin").is_file():
+        raise MissingModelError(f"speech model {path}: no model.bin (CTranslate2 weights) in it")
+    from .whisper_convert import ConversionError, convert_to_file
+
+    # Named by where the weights are and their size, so that other weights under the same name reconvert.
+    stamp = hashlib.sha1(f"{path.resolve()}:{(path / 'model.bin').stat().st_size}".encode()).hexdigest()[:10]
+    name = model if model in SPEECH_ASSETS else path.name
+    try:
+        return str(convert_to_file(path, settings.cache / "models" / f"openai-whisper-{name}-{stamp}.pt"))
+    except ConversionError as exc:  # shown to the user as one line, like any model that cannot be used
+        raise MissingModelError(f"speech model {path} cannot be used with openai-whisper: {exc}") from None

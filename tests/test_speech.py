@@ -1,0 +1,130 @@
+"""Speech input: real espeak-ng recordings in every supported format, broken files, both backends, and the
+CTranslate2 -> openai-whisper checkpoint converter."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recagent.evals.eval_voice import word_errors
+from recagent.tools.models import resolve_model
+from recagent.tools.settings import ConfigError
+from recagent.tools.speech import AudioError, _openai_checkpoint, transcribe_audio
+from recagent.tools.whisper_convert import convert_to_file
+
+FORMATS = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
+REQUEST = "I want a red dress for a summer wedding."
+SENTENCES = ["Have you seen the Shawshank Redemption? I loved it.", REQUEST,
+             "Something like Inception or The Matrix would be great."]
+RECAGENT = str(Path(sys.executable).parent / "recagent")
+
+
+def espeak(text: str, wav: Path) -> Path:
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), text], check=True)
+    return wav
+
+
+def ffmpeg(source: Path, target: Path) -> Path:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-ar", "16000", str(target)], check=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """One spoken request converted into every format, the spoken test sentences, silence, and broken files."""
+    folder = tmp_path_factory.mktemp("speech")
+    spoken = espeak(REQUEST, folder / "spoken.wav")
+    for ext in FORMATS:
+        ffmpeg(spoken, folder / f"request.{ext}")
+    for i, sentence in enumerate(SENTENCES):
+        espeak(sentence, folder / f"sentence{i}.wav")
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(folder / "silence.wav"), "trim", "0", "3"], check=True)
+    (folder / "cut.mp3").write_bytes((folder / "request.mp3").read_bytes()[:1024])
+    (folder / "cut.wav").write_bytes(spoken.read_bytes()[:20_000])  # the header declares all of it
+    (folder / "header-only.wav").write_bytes(spoken.read_bytes()[:44])
+    (folder / "not-audio.ogg").write_text("this is not audio")
+    (folder / "empty.webm").write_bytes(b"")
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(folder / "long.wav"), "synth", "5", "sine", "440"],
+                   check=True)
+    return folder
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_every_format_transcribes(audio, settings, ext):
+    text = transcribe_audio(str(audio / f"request.{ext}"), settings)
+    edits, words = word_errors(REQUEST, text)
+    assert edits <= 1, text  # lossy codecs may blur one word of espeak's voice ("red breast" in opus)
+    assert "summer wedding" in text.lower()
+
+
+@pytest.mark.parametrize("backend", ["faster-whisper", "openai-whisper"])
+@pytest.mark.parametrize("name, message", [
+    ("missing.wav", "no such file"),
+    ("empty.webm", "the file is empty"),
+    ("not-audio.ogg", "not a readable audio file"),
+    ("cut.mp3", "the file is cut short"),
+    ("cut.wav", "the file is cut short"),
+    ("header-only.wav", "the file is cut short"),
+    ("silence.wav", "I didn't catch that"),
+])
+def test_unusable_recordings_get_a_clear_message(audio, settings, backend, name, message):
+    with pytest.raises(AudioError, match=message):
+        transcribe_audio(str(audio / name), settings, model="whisper-tiny-en", backend=backend)
+
+
+def test_too_long_recording_is_refused(audio, settings, monkeypatch):
+    monkeypatch.setenv("RECAGENT_MAX_AUDIO_SECONDS", "3")
+    with pytest.raises(AudioError, match="the recording is 5 s long; the limit is 3 s"):
+        transcribe_audio(str(audio / "long.wav"), settings, model="whisper-tiny-en", backend="openai-whisper")
+
+
+def test_backend_and_model_come_from_the_environment(audio, settings, monkeypatch):
+    monkeypatch.setenv("RECAGENT_ASR_BACKEND", "no-such-backend")
+    with pytest.raises(ConfigError, match="unknown speech backend 'no-such-backend'"):
+        transcribe_audio(str(audio / "sentence0.wav"), settings)
+    monkeypatch.setenv("RECAGENT_ASR_BACKEND", "openai-whisper")
+    monkeypatch.setenv("RECAGENT_ASR_MODEL", "whisper-tiny-en")
+    assert transcribe_audio(str(audio / "sentence0.wav"), settings) == \
+        "Have you seen the Shawshank Redemption? I loved it."
+
+
+def test_converted_checkpoint_is_written_once_and_loads_in_openai_whisper(tmp_path):
+    import whisper
+
+    target = tmp_path / "tiny.pt"
+    convert_to_file(resolve_model("whisper-tiny-en"), target)
+    written = target.stat().st_mtime_ns
+    convert_to_file(resolve_model("whisper-tiny-en"), target)
+    assert target.stat().st_mtime_ns == written and [p.name for p in tmp_path.iterdir()] == ["tiny.pt"]
+    model = whisper.load_model(str(target), device="cpu")
+    assert (model.dims.n_vocab, model.dims.n_audio_layer, model.dims.n_text_state) == (51864, 4, 384)
+    assert not model.is_multilingual  # tiny.en: openai-whisper picks the English-only tokenizer
+
+
+def test_standard_whisper_names_go_to_openai_whisper_unchanged(settings):
+    assert _openai_checkpoint("tiny.en", "tiny.en", settings) == "tiny.en"
+    assert _openai_checkpoint("base", "base", settings) == "base"
+
+
+@pytest.mark.parametrize("model", ["whisper-tiny-en", "whisper-base"])
+def test_openai_whisper_on_the_converted_weights_hears_what_faster_whisper_hears(audio, settings, model):
+    for i, sentence in enumerate(SENTENCES):
+        faster = transcribe_audio(str(audio / f"sentence{i}.wav"), settings, model=model, backend="faster-whisper")
+        openai = transcribe_audio(str(audio / f"sentence{i}.wav"), settings, model=model, backend="openai-whisper")
+        assert openai == faster
+        assert word_errors(sentence, openai)[0] <= 1, openai
+    converted = list((settings.cache / "models").glob(f"openai-whisper-{model}-*.pt"))
+    assert len(converted) == 1  # cached beside the other assembled models, converted once
+
+
+def test_ask_takes_the_speech_backend_and_model_options(audio, env, tmp_path, movies_index):
+    answers = [{"tool": "search_catalog", "args": {"query": "prison drama", "filters": []}}, "Prison dramas."]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(answers))
+    done = subprocess.run([RECAGENT, "ask", "--audio", str(audio / "sentence0.wav"), "--asr-backend", "openai-whisper",
+                           "--asr-model", "whisper-tiny-en", "--llm", "scripted", "--model", str(script), "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["transcript"] == "Have you seen the Shawshank Redemption? I loved it."
