@@ -115,8 +115,12 @@ def test_openai_whisper_on_the_converted_weights_hears_what_faster_whisper_hears
         openai = transcribe_audio(str(audio / f"sentence{i}.wav"), settings, model=model, backend="openai-whisper")
         assert openai == faster
         assert word_errors(sentence, openai)[0] <= 1, openai
-    converted = list((settings.cache / "models").glob(f"openai-whisper-{model}-*.pt"))
-    assert len(converted) == 1  # cached beside the other assembled models, converted once
+    # cached beside the other assembled models, converted once: asking again reuses the same file
+    converted = Path(_openai_checkpoint(resolve_model(model, settings), model, settings))
+    assert converted.parent == settings.cache / "models" and converted.suffix == ".pt"
+    written = converted.stat().st_mtime_ns
+    assert _openai_checkpoint(resolve_model(model, settings), model, settings) == str(converted)
+    assert converted.stat().st_mtime_ns == written
 
 
 def test_ask_takes_the_speech_backend_and_model_options(audio, env, tmp_path, movies_index):
