@@ -377,14 +377,17 @@ def eval_group():
               help="Speech backends, comma-separated.")
 @click.option("--float32/--no-float32", default=True, show_default=True,
               help="Also run faster-whisper with float32 weights (shows what int8 changes).")
+@click.option("--repeats", default=1, show_default=True,
+              help="Time each transcription this many times and keep the fastest (for a busy machine).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
-def eval_voice(settings: Settings, n: int, models: str, backends: str, float32: bool, json_out: str | None):
+def eval_voice(settings: Settings, n: int, models: str, backends: str, float32: bool, repeats: int,
+               json_out: str | None):
     """Word error rate, speed and retrieval of spoken ReDial requests, per speech backend and model."""
     from recagent.evals.eval_voice import run_voice_eval, write_json
 
     results = run_voice_eval(settings, n, [m for m in models.split(",") if m], [b for b in backends.split(",") if b],
-                             float32=float32)
+                             float32=float32, repeats=repeats)
     if json_out:
         write_json(results, json_out)
         click.echo(f"wrote {json_out}")

@@ -35,7 +35,9 @@ evening night well im i am fine great thanks thank so much bye goodbye have a ni
 ok okay yes no sure cool awesome welcome nice to meet chat chatting with talking talk ya see later soon take care
 for the all now will help suggestions bye hope""".split())
 MENTION = re.compile(r"@(\d+)")
-SAME_ACCURACY = 0.005  # WERs this close count as equally accurate when choosing the default (then speed decides)
+# WERs this close count as equally accurate (then speed decides): faster-whisper int8's WER moved by 1.3 points
+# between two runs of the same 50 turns (its transcripts vary a little from process to process).
+SAME_ACCURACY = 0.015
 
 
 # ---- the turns -----------------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def _load(config: dict, settings: Settings):
 
 
 def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACKENDS, float32: bool = True,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, repeats: int = 1) -> dict:
     """Measure every backend x model on N spoken seeker turns; print the table and return the figures."""
     from tqdm import tqdm
 
@@ -205,14 +207,15 @@ def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACK
             turn["voice"] = {}
             # Configs take turns on each clip, so that other load on the machine slows them alike.
             for config in configs:
-                started, cpu_started = time.perf_counter(), time.process_time()
-                try:
-                    transcript = recognizers[config["name"]].transcribe(speech_only(audio))
-                except AudioError:
-                    transcript = ""
-                seconds = time.perf_counter() - started
-                # CPU seconds (all threads) as well: other work on a shared machine inflates wall time, not this
-                cpu_seconds = time.process_time() - cpu_started
+                timings = []
+                for _ in range(repeats):  # other work on a shared machine only ever adds time: keep the fastest
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    try:
+                        transcript = recognizers[config["name"]].transcribe(speech_only(audio))
+                    except AudioError:
+                        transcript = ""
+                    timings.append((time.perf_counter() - started, time.process_time() - cpu_started))
+                seconds, cpu_seconds = min(timings)  # CPU seconds count every thread of this process
                 edits, words = word_errors(turn["text"], transcript)
                 top = [h.id for h in index.search(transcript, k=10)] if transcript else []
                 turn["voice"][config["name"]] = {
@@ -220,7 +223,8 @@ def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACK
                     "edits": edits, "words": words,
                     "top10": top, "overlap10": overlap(text_top, top), "recall": recall(top, turn["targets"])}
 
-    results = {"turns_n": len(turns), "seed": seed, "source": "redial/dev.jsonl seeker turns, espeak-ng -s 140",
+    results = {"turns_n": len(turns), "seed": seed, "repeats": repeats,
+               "source": "redial/dev.jsonl seeker turns, espeak-ng -s 140",
                "load_average_after": [round(x, 2) for x in os.getloadavg()],
                "audio_seconds": round(sum(t["audio_s"] for t in turns), 1), "configs": [], "turns": turns}
     text_recalls = [r for t in turns for r in t["text_recall"]]
@@ -261,12 +265,18 @@ def _twin(config: dict, configs: list[dict]) -> dict | None:
 
 
 def recommend(summaries: list[dict]) -> dict:
-    """Accuracy first, then speed: the fastest of the configs whose WER is within SAME_ACCURACY of the best."""
-    shipped = [s for s in summaries if not (s["backend"] == "faster-whisper" and s["compute_type"] != "int8")]
-    best = min(s["wer"] for s in shipped)
-    choice = min((s for s in shipped if s["wer"] <= best + SAME_ACCURACY), key=lambda s: s["rtf_median"])
-    return {"backend": choice["backend"], "model": choice["model"],
-            "rule": f"lowest median real-time factor among WER within {SAME_ACCURACY:.1%} of the best ({best:.1%})"}
+    """Accuracy first, then speed: the model with the lowest mean WER, then its config using the least CPU time
+    among those whose WER is within SAME_ACCURACY of that model's best."""
+    by_model: dict[str, list[dict]] = {}
+    for s in summaries:
+        by_model.setdefault(s["model"], []).append(s)
+    # Every backend runs the same weights, so a model's accuracy is judged over all its runs.
+    model = min(by_model, key=lambda m: sum(s["wer"] for s in by_model[m]) / len(by_model[m]))
+    best = min(s["wer"] for s in by_model[model])
+    choice = min((s for s in by_model[model] if s["wer"] <= best + SAME_ACCURACY), key=lambda s: s["cpu_rtf"])
+    return {"backend": choice["backend"], "model": model, "compute_type": choice["compute_type"],
+            "rule": f"{model} has the lowest mean WER; its fastest run (CPU seconds per audio second) within "
+                    f"{SAME_ACCURACY:.1%} of its best WER ({best:.1%})"}
 
 
 def format_table(results: dict) -> str:
@@ -280,12 +290,12 @@ def format_table(results: dict) -> str:
                                   else "")
         same = f"{s['identical']}/{n}" if "identical" in s else "-"
         lines.append(f"| {backend} | {s['model']} | {s['wer']:.1%} | {s['exact_transcripts']}/{n} | {s['rtf']:.3f} | "
-                     f"{s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | {s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | {same} | "
-                     f"{s['overlap10']:.3f} | {s['recall10'] if s['recall10'] is not None else '-'} |")
+                     f"{s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | {s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | "
+                     f"{same} | {s['overlap10']:.3f} | {s['recall10'] if s['recall10'] is not None else '-'} |")
     lines.append(f"\ntext path Recall@10: {results['text_recall10']} over {results['recall_targets']} suggested movies "
                  f"in {results['recall_turns']} of {n} turns; audio {results['audio_seconds']} s in all")
     rec = results["recommended"]
-    lines.append(f"recommended default: {rec['backend']} {rec['model']} ({rec['rule']})")
+    lines.append(f"recommended default: {rec['backend']} {rec['model']} {rec['compute_type']} ({rec['rule']})")
     return "\n".join(lines)
 
 
