@@ -257,17 +257,52 @@ def ask(settings: Settings, text, catalog, image, audio, conversation_file, as_j
         sys.exit(1)
 
 
+def feedback_options(func):
+    """Who gives the feedback of /like, /dislike and /accept, and whether and how it is stored."""
+    options = [
+        click.option("--user", envvar="RECAGENT_USER",
+                     help="Whose feedback this is; stored only as a salted hash [env RECAGENT_USER; default the login "
+                          "name]."),
+        click.option("--feedback/--no-feedback", default=None,
+                     help="Store /like, /dislike and /accept as feedback for `train-ranker --with-feedback` "
+                          "[env RECAGENT_FEEDBACK=0 turns it off; default on]."),
+        click.option("--share-text/--no-share-text", default=None,
+                     help="Also store the conversation text with each feedback event "
+                          "[env RECAGENT_FEEDBACK_TEXT=1; default off]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.option("--catalog", "-c", default="movies", show_default=True)
 @llm_options
 @asr_options
+@feedback_options
 @click.pass_obj
-def chat(settings: Settings, catalog: str, llm_kind, model, base_url, timeout, asr_backend, asr_model):
+def chat(settings: Settings, catalog: str, llm_kind, model, base_url, timeout, asr_backend, asr_model, user, feedback,
+         share_text):
     """Talk to recagent in a REPL (/help for commands)."""
     from recagent.agent.repl import run_repl
 
     _use_asr(asr_backend, asr_model)
-    run_repl(_agent(settings, catalog, llm_kind, model, base_url, timeout))
+    run_repl(_agent(settings, catalog, llm_kind, model, base_url, timeout), user=user, feedback=feedback,
+             share_text=share_text)
+
+
+@main.command()
+@click.argument("user")
+@click.pass_obj
+def forget(settings: Settings, user: str):
+    """Delete everything stored for USER (their feedback, and any conversation text shared with it)."""
+    from recagent.tools.feedback import forget_user
+
+    deleted = forget_user(settings, user)
+    if deleted:
+        click.echo(f"deleted {deleted} feedback event{'s' if deleted != 1 else ''} of {user}")
+    else:
+        click.echo(f"nothing stored for {user}")
 
 
 @main.group()
@@ -420,22 +455,152 @@ def eval_images(settings: Settings, near_duplicates: int, json_out: str | None, 
 @click.option("--limit", type=int, help="Train on only this many pairs (a quick check).")
 @click.option("--instance-weight", default=0.0, show_default=True,
               help="Weight of a second loss pulling two augmented views of a photo together (0: one view, faster).")
+@click.option("--heads", default="articleType,baseColour", show_default=True,
+              help="Catalog fields the tower learns to predict from a photo (used to re-rank photo searches); "
+                   "fields the items lack are skipped; '' for none.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Checkpoint to write [default HOME/image-encoder/catalog-clip-CATALOG.pt]; a .state.pt beside "
                    "it holds the last epoch, and the same command resumes from it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def train_image_encoder_command(settings: Settings, catalog: str, epochs: int, batch_size: int, limit: int | None,
-                                instance_weight: float, out: str | None, quiet: bool):
+                                instance_weight: float, heads: str, out: str | None, quiet: bool):
     """Train the offline image encoder (CLIP form, locked MiniLM text tower) on the catalogs' photos."""
     from recagent.tools.train_image_encoder import train_image_encoder
 
     catalogs = ["movies", "fashion"] if catalog == "all" else [catalog]
     target = Path(out) if out else settings.home / "image-encoder" / f"catalog-clip-{catalog}.pt"
     result = train_image_encoder(catalogs, settings, target, epochs=epochs, batch_size=batch_size, limit=limit,
-                                 instance_weight=instance_weight, progress=not quiet, log=lambda m: click.echo(m, err=True))
+                                 instance_weight=instance_weight, heads=tuple(h for h in heads.split(",") if h),
+                                 progress=not quiet, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {result['checkpoint']} after {result['seconds'] / 60:.1f} min of training. Use it with "
                f"RECAGENT_MODEL_IMAGE_ENCODER={result['checkpoint']} (then rerun `recagent index`).")
+
+
+@main.command("train-ranker")
+@click.option("--epochs", default=12, show_default=True, help="At most this many epochs (early stopping may end sooner).")
+@click.option("--patience", default=3, show_default=True, help="Stop after this many epochs without improvement.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=0.005, show_default=True, help="Adam learning rate.")
+@click.option("--ml-per-epoch", default=3000, show_default=True,
+              help="MovieLens examples drawn per epoch (the ReDial train examples are all used, twice).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--limit", type=int, help="Only this many ReDial train dialogues and MovieLens users (a quick check).")
+@click.option("--with-feedback", is_flag=True, help="Also learn from the feedback store (/like, /dislike).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Checkpoint to write [default HOME/ranker/ranker-movies.pt, which the agent then uses]; a "
+                   ".state.pt beside it holds the last epoch, and the same command resumes from it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def train_ranker_command(settings: Settings, epochs: int, patience: int, batch_size: int, lr: float, ml_per_epoch: int,
+                         seed: int, limit: int | None, with_feedback: bool, out: str | None, quiet: bool):
+    """Train the ranking head on MovieLens ratings and ReDial train dialogues (validation: ReDial valid)."""
+    from recagent.tools.ranker import checkpoint_path
+    from recagent.tools.train_ranker import train_ranker
+
+    if with_feedback:
+        try:
+            from recagent.tools.feedback import feedback_events  # noqa: F401
+        except ImportError:
+            raise ConfigError("--with-feedback needs the feedback store (tools/feedback.py), which this version of "
+                              "recagent does not have yet; train without the flag") from None
+    target = Path(out) if out else checkpoint_path(settings, "movies")
+    result = train_ranker(settings, target, epochs=epochs, batch_size=batch_size, lr=lr, ml_per_epoch=ml_per_epoch,
+                          patience=patience, seed=seed, limit=limit, with_feedback=with_feedback,
+                          progress=not quiet, log=lambda m: click.echo(m, err=True))
+    stop = "early stopping" if result["stopped_early"] else "the last epoch"
+    click.echo(f"wrote {result['checkpoint']} (best epoch {result['best_epoch']} of {result['epochs_run']}, "
+               f"{stop}) after {result['seconds'] / 60:.1f} min. "
+               + ("The agent uses it from now on." if not out else
+                  f"Use it with RECAGENT_MODEL_RANKER={result['checkpoint']}."))
+
+
+@eval_group.command("redial")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, exists=True),
+              help="ReDial JSON-lines file [default DATA/redial/dev.jsonl].")
+@click.option("--limit", type=int, help="Only the first N dialogues.")
+@click.option("--planner", type=click.Choice(["none", "local", "openai", "scripted"]), default="none",
+              show_default=True, help="none: the recommendation pipeline without the LLM (fast); local/openai: the "
+                                      "full agent on each sample (slow: use --limit).")
+@click.option("--model", envvar="RECAGENT_LLM_MODEL", help="The planner's model (as for `ask --model`).")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint for --planner openai.")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="Ranking-head checkpoint [default: the one the agent uses].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def eval_redial(settings: Settings, data_file: str | None, limit: int | None, planner: str, model: str | None,
+                base_url: str | None, timeout: float, checkpoint: str | None, json_out: str | None, quiet: bool):
+    """Recall@1/10/50 on ReDial dialogues (whole MovieLens catalog ranked), beside baselines and published systems."""
+    from recagent.evals.eval_redial import format_table, run_redial_eval, write_json
+
+    path = Path(data_file) if data_file else settings.require_data() / "redial" / "dev.jsonl"
+    figures = run_redial_eval(settings, path, limit=limit, planner=planner, model=model, base_url=base_url,
+                              timeout=timeout, checkpoint=checkpoint, progress=not quiet,
+                              log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(figures))
+    click.echo(f"({figures['samples']} samples from {figures['dialogues']} dialogues of {path.name}; "
+               f"{figures['catalog_size']:,} movies ranked; {figures['timings']['total_seconds']:.0f} s in all; "
+               f"system: {figures['system']})")
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@eval_group.command("movielens")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="Ranking-head checkpoint [default: the one the agent uses].")
+@click.option("--tune/--no-tune", default=True, show_default=True,
+              help="Choose ALS factors and regularisation on the validation item.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.pass_obj
+def eval_movielens(settings: Settings, checkpoint: str | None, tune: bool, json_out: str | None):
+    """The ranking head against popularity, item-kNN and ALS on MovieLens (last rating of each user held out)."""
+    from recagent.evals.eval_movielens import format_table, run_movielens_eval, write_json
+
+    figures = run_movielens_eval(settings, checkpoint=checkpoint, tune=tune, log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(figures))
+    click.echo(f"({figures['users']} users, {figures['items']:,} movies, {figures['seconds']:.0f} s)")
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@eval_group.command("redial-mapping")
+@click.option("--sample", default=100, show_default=True, help="Rows printed for checking by eye.")
+@click.option("--seed", default=5, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the stricter matcher's mapping (CSV) here.")
+@click.pass_obj
+def eval_redial_mapping(settings: Settings, sample: int, seed: int, out: str | None):
+    """Compare the shipped ReDial -> MovieLens mapping with recagent's matcher; print rows to check by eye."""
+    import random
+
+    from recagent.tools.redial import default_mapping, match_titles, redial_dir, redial_titles, write_mapping
+
+    cat = load_catalog("movies", settings)
+    titles = {it.id: it.title for it in cat.items}
+    names = redial_titles(redial_dir(settings) / "movies_with_mentions.csv")
+    shipped = default_mapping(settings)
+    mine = match_titles(names, cat.items)
+    same = sum(1 for r, m in shipped.items() if r in mine and mine[r][0] == m)
+    differ = [r for r, m in shipped.items() if r in mine and mine[r][0] != m]
+    added = sorted((r for r in mine if r not in shipped), key=int)
+    click.echo(f"ReDial movies: {len(names):,}; shipped mapping: {len(shipped):,}; recagent's matcher: {len(mine):,} "
+               f"({same:,} the same, {len(differ)} different, {len(shipped) - same - len(differ)} only in the shipped "
+               f"one, {len(added)} added)")
+    rng = random.Random(seed)
+    click.echo(f"\n{min(sample, len(shipped))} random rows of the shipped mapping:")
+    for r in rng.sample(sorted(shipped, key=int), min(sample, len(shipped))):
+        click.echo(f"  {names.get(r, r)}  ->  {titles.get(shipped[r], shipped[r])}")
+    click.echo(f"\n{min(sample, len(added))} random rows that recagent's matcher adds:")
+    for r in rng.sample(added, min(sample, len(added))):
+        click.echo(f"  {names.get(r, r)}  ->  {titles.get(mine[r][0])}  [{mine[r][1]}]")
+    for r in differ:
+        click.echo(f"different: {names.get(r, r)}: shipped {titles.get(shipped[r])}, recagent {titles.get(mine[r][0])}")
+    if out:
+        write_mapping(out, mine, names, titles)
+        click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

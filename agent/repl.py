@@ -9,7 +9,11 @@ import threading
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from recagent.tools.feedback import (FeedbackError, default_user, feedback_enabled, record_feedback,
+                                     share_text_enabled)
 
 from .conversation import Conversation
 from .loop import Agent, Reply
@@ -18,10 +22,17 @@ HELP = """Type what you are looking for. Commands:
   /image PATH [words]  items like this photo, changed as the words say ("but in black")
   /voice PATH   speak instead of typing
   /like N       you like item N            /dislike N    you don't (it won't be shown again)
+  /accept N     you'll watch or buy item N (also /watch N, /buy N): the strongest "yes"
   /why          the last turn's tool calls, arguments and timings
   /save FILE    save the conversation      /load FILE    load one
   /reset        start over                 /quit         leave (Ctrl-D too)
-Ctrl-C cancels the turn in progress, not the session."""
+Ctrl-C cancels the turn in progress, not the session.
+/like, /dislike and /accept are also kept as feedback that teaches the ranking (recagent train-ranker
+--with-feedback), under a pseudonym: a salted hash of your user name, never the name itself, and without
+what you typed unless you opt in (--share-text or RECAGENT_FEEDBACK_TEXT=1). --no-feedback or
+RECAGENT_FEEDBACK=0 turns it off; `recagent forget NAME` deletes everything stored for NAME."""
+
+ACCEPT = ("/accept", "/watch", "/buy")
 
 
 class TurnCancelled(Exception):
@@ -40,11 +51,37 @@ def items_table(items: list[dict]) -> Table:
 
 
 class Repl:
-    def __init__(self, agent: Agent, console: Console | None = None, conversation: Conversation | None = None):
+    def __init__(self, agent: Agent, console: Console | None = None, conversation: Conversation | None = None,
+                 user: str | None = None, feedback: bool | None = None, share_text: bool | None = None):
         self.agent = agent
         self.console = console or Console(highlight=False)
         self.conversation = conversation or agent.new_conversation()
         self.last: Reply | None = None
+        self.user = user or default_user()
+        self.feedback = feedback_enabled(feedback)  # None: RECAGENT_FEEDBACK decides (on unless 0)
+        self.share_text = share_text_enabled(share_text)  # None: RECAGENT_FEEDBACK_TEXT decides (off unless 1)
+
+    # -- feedback ---------------------------------------------------------------------------------------------
+    def feedback_note(self) -> str:
+        if not self.feedback:
+            return "feedback is not being stored (--no-feedback or RECAGENT_FEEDBACK=0)"
+        text = "with the conversation text" if self.share_text else "without the conversation text"
+        return f"feedback is stored for user '{self.user}' under a pseudonym, {text}"
+
+    def record(self, item_id: str, kind: str) -> str:
+        """Store one like/dislike/accept; a short note for the screen (a store problem never ends the session)."""
+        if not self.feedback:
+            return ""
+        text = None
+        if self.share_text:
+            text = json.dumps([{"role": m.role, "content": m.content} for m in self.conversation.messages],
+                              ensure_ascii=False)
+        try:
+            record_feedback(self.agent.settings, self.user, item_id, self.conversation.catalog,
+                            -1 if kind == "dislike" else 1, text=text, kind=kind)
+        except (FeedbackError, ValueError) as exc:
+            return f" [red](not stored as feedback: {escape(str(exc))})[/]"
+        return " (stored as feedback under your pseudonym)"
 
     # -- one turn, cancellable ---------------------------------------------------------------------------
     def ask(self, text: str, audio: str | None = None, image: str | None = None) -> None:
@@ -105,6 +142,7 @@ class Repl:
             return False
         if name == "/help":
             self.console.print(HELP)
+            self.console.print(escape(self.feedback_note()))
         elif name == "/reset":
             self.conversation.reset()
             self.console.print("started over")
@@ -129,14 +167,16 @@ class Repl:
                     self.console.print(f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
                                        f"{call.seconds * 1000:.0f} ms{err}")
                 self.console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
-        elif name in ("/like", "/dislike"):
+        elif name in ("/like", "/dislike", *ACCEPT):
             items = self.conversation.last_items()
             if not arg.isdigit() or not 1 <= int(arg) <= len(items):
                 self.console.print(f"[red]usage: {name} N, where N is an item number from the last list[/]")
             else:
                 item_id = items[int(arg) - 1]
-                (self.conversation.like if name == "/like" else self.conversation.dislike)(item_id)
-                self.console.print(f"noted: you {name[1:]} item {arg}")
+                (self.conversation.dislike if name == "/dislike" else self.conversation.like)(item_id)
+                kind = "accept" if name in ACCEPT else name[1:]
+                note = self.record(item_id, kind)
+                self.console.print(f"noted: you {kind} item {arg}{note}")
         elif name == "/voice":
             if not arg:
                 self.console.print("[red]usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)[/]")
@@ -156,9 +196,13 @@ class Repl:
         return True
 
 
-def run_repl(agent: Agent, stdin=None) -> None:
-    """The interactive loop; reads from a terminal with history, or plain lines from a pipe."""
-    repl = Repl(agent)
+def run_repl(agent: Agent, stdin=None, user: str | None = None, feedback: bool | None = None,
+             share_text: bool | None = None) -> None:
+    """The interactive loop; reads from a terminal with history, or plain lines from a pipe.
+
+    user: whose feedback /like, /dislike and /accept store (default RECAGENT_USER or the login name);
+    feedback, share_text: None lets RECAGENT_FEEDBACK and RECAGENT_FEEDBACK_TEXT decide."""
+    repl = Repl(agent, user=user, feedback=feedback, share_text=share_text)
     console = repl.console
     interactive = (stdin or sys.stdin).isatty()
     session = None
@@ -171,6 +215,7 @@ def run_repl(agent: Agent, stdin=None) -> None:
     with console.status("loading the catalog...", spinner="dots"):
         count = len(agent.catalog.meta)
     console.print(f"recagent on '{agent.catalog_name}' ({count:,} items), LLM {agent.llm.name}. /help for commands.")
+    console.print(f"[dim]{escape(repl.feedback_note())} (see /help)[/]")
     while True:
         try:
             line = session.prompt("> ") if session else (stdin or sys.stdin).readline()

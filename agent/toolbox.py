@@ -6,6 +6,7 @@ any LangChain application). Results given back to the LLM are compact: ids, titl
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from recagent.tools.settings import ConfigError
 from .conversation import Conversation, merge_constraints
 
 CANDIDATES = 40  # retrieved before ranking
+HEAD_EXTRA = 0  # the ranking head's own top items over the whole catalog that join the candidates (see below)
+log = logging.getLogger("recagent")
 SHOWN = 5  # recommended per turn
 MAX_LIST_ARGS = 4  # the most titles, filters or rejections in one tool call
 COMPACT_FIELDS = ("year", "genres", "tags", "articleType", "baseColour", "gender", "usage")
@@ -79,6 +82,23 @@ class Catalog:
     def vectors(self, ids: list[str]) -> np.ndarray:
         got = self.index.collection().get(ids=ids, include=["embeddings"])
         return np.asarray(got["embeddings"], dtype=np.float32)
+
+    def ranker(self):
+        """The learned ranking head for this catalog (tools/ranker.py), or None: then the simple scorer ranks,
+        and a one-line notice says so (once)."""
+        if not hasattr(self, "_ranker"):
+            from recagent.tools.ranker import load_ranker
+
+            try:
+                self._ranker = load_ranker(self.index.settings, self.index.catalog)
+            except Exception as exc:  # no data folder, a broken checkpoint: rank as before, and say why
+                log.warning("ranking head not used (%s): using the simple scorer", exc)
+                self._ranker = None
+            else:
+                if self._ranker is None:
+                    log.warning("no ranking-head checkpoint for catalog '%s': using the simple scorer "
+                                "(`recagent train-ranker` trains one for movies)", self.index.catalog)
+        return self._ranker
 
 
 _NEGATIVE = re.compile(r"\b(not|no|don't|dont|didn't|didnt|seen|hate|dislike|skip|other than|except|without)\b")
@@ -263,10 +283,47 @@ class CatalogTools:
             hits = search(None)
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
-        ranked = rank_candidates(hits, set(self.conversation.disliked))[:SHOWN]
+        ranker = self.catalog.ranker() if hits else None
+        if ranker is not None:
+            ranked = self._rank_with_head(ranker, hits, query, exclude, where is None and not notes)[:SHOWN]
+        else:
+            ranked = rank_candidates(hits, set(self.conversation.disliked))[:SHOWN]
         ranking = time.perf_counter() - started
         text = compact(ranked) if ranked else "no matching items"
         return ToolResult(items=ranked, text=text, notes=notes, retrieval_seconds=retrieval, ranking_seconds=ranking)
+
+    def _rank_with_head(self, ranker, hits: list[Hit], query: str | None, exclude: set, whole_catalog: bool
+                        ) -> list[Ranked]:
+        """Order the candidates by the learned head. The context: liked items, and the request (the tool's
+        query, else the user's recent messages). Candidates: the retrieval hits; HEAD_EXTRA > 0 adds the
+        head's own best items over the whole catalog when there are no filters (as `eval redial` does). It is 0
+        because the head, trained on ReDial's conversational suggestions, favours popular films over the
+        literal request ("a shark attack movie" -> Die Hard above Jaws); within the hits it keeps to the topic."""
+        from recagent.tools.ranker import Context
+
+        users = [m.content for m in self.conversation.messages if m.role == "user"][-3:]
+        text = query or " ".join(users)
+        ctx = Context(items=list(self.conversation.liked), text=text, exclude=set(exclude),
+                      disliked=list(self.conversation.disliked))
+        scores = ranker.score([ctx], self.catalog.index.settings)[0]
+        pos = ranker.signals.pos
+        similarity = {h.id: h.score for h in hits}
+        ids = [h.id for h in hits if h.id in pos]
+        if whole_catalog and HEAD_EXTRA:
+            for j in np.argsort(-scores)[:HEAD_EXTRA]:
+                item = ranker.signals.ids[j]
+                if np.isfinite(scores[j]) and item not in similarity and item in self.catalog.meta:
+                    ids.append(item)
+        ranked = []
+        for item in ids:
+            meta = self.catalog.meta.get(item) or next((h.metadata for h in hits if h.id == item), {})
+            sim = similarity.get(item)
+            if sim is None:
+                sim = float(ranker.signals.content[pos[item]] @ (ctx.text_vector if ctx.text_vector is not None
+                                                                 else np.zeros(ranker.signals.content.shape[1])))
+            ranked.append(Ranked(item, meta.get("title", item), float(scores[pos[item]]), meta, sim))
+        ranked.sort(key=lambda r: -r.score)
+        return ranked
 
     def planner_tools(self) -> dict:
         """name -> bound function, for the planner."""

@@ -133,6 +133,13 @@ def test_a_photo_finds_items_of_its_type(settings, fashion_images):
     assert np.mean(shares) >= 0.7, shares
 
 
+def test_a_constrained_field_is_left_to_the_filter():
+    from recagent.tools.retrieval import _fields
+
+    assert _fields({"$and": [{"baseColour": "Black"}, {"year": {"$gte": 2010}}]}) == {"baseColour", "year"}
+    assert _fields({"gender": "Men"}) == {"gender"} and _fields(None) == set()
+
+
 def test_text_finds_photos(settings, fashion_images):
     hits = retrieve_candidates(fashion_images, "black watch", by="image", k=10)
     assert sum(h.metadata["articleType"] == "Watches" for h in hits) >= 8

@@ -7,6 +7,14 @@ space, and image vectors can be searched with the text vectors that retrieval al
 
 Colour is what a small CNN trained for minutes gets wrong (navy vs blue), so the tower also reads an
 explicit colour histogram of the product's pixels (background left out) and mixes it into the projection.
+
+MiniLM itself barely separates colours ("navy blue shirt" sits next to "black shirt"), so two small learned
+parts sit on top of the locked text tower and the image vector:
+- a text adapter (a linear map, identity at the start) that sharpens the text side where the photos show a
+  difference; text vectors compared with image vectors go through it;
+- attribute heads (one linear classifier per catalog field, e.g. articleType and baseColour) on the image
+  vector: they add the fields' supervision to training, and retrieval uses the predicted field values of
+  a query photo to re-rank candidates by their catalog fields (tools/retrieval.py).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class ImageEncoderConfig:
     hidden: int = 768                         # width of the projection MLP
     embed_dim: int = 384                      # = the MiniLM text space
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # the locked text tower
+    text_adapter: bool = False                # learn a linear map on the text side (identity at the start)
+    heads: dict = field(default_factory=dict)  # catalog field -> its values: one classifier each on the vector
     extra: dict = field(default_factory=dict)  # anything else worth keeping with the checkpoint
 
     def to_dict(self) -> dict:
@@ -101,6 +111,12 @@ class ImageTower(nn.Module):
         self.colour = nn.Sequential(nn.Linear(colour_dim, 256), nn.ReLU())
         self.project = nn.Sequential(nn.Linear(cin + 256, config.hidden), nn.ReLU(),
                                      nn.Linear(config.hidden, config.embed_dim))
+        self.adapter = nn.Linear(config.embed_dim, config.embed_dim) if config.text_adapter else None
+        if self.adapter is not None:
+            nn.init.eye_(self.adapter.weight)
+            nn.init.zeros_(self.adapter.bias)
+        self.heads = nn.ModuleDict({name: nn.Linear(config.embed_dim, len(values))
+                                    for name, values in config.heads.items()})
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
@@ -114,6 +130,14 @@ class ImageTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.project(self.features(pixels)), dim=-1)       # (B, embed_dim)
+
+    def adapt_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        """Locked text vectors (B, embed_dim) -> L2-normalised vectors comparable with image vectors."""
+        return F.normalize(self.adapter(texts) if self.adapter is not None else texts, dim=-1)
+
+    def head_logits(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image vectors (B, embed_dim) -> {field: logits (B, number of values)}."""
+        return {name: head(vectors) for name, head in self.heads.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -106,6 +106,7 @@ class ImageEncoder:
     tokenizer: object  # open_clip tokenizer; None: text goes through MiniLM (the catalog tower)
     settings: Settings
     image_size: int = 96
+    facet_weights: dict = field(default_factory=dict)  # catalog field -> weight of its head in photo retrieval
 
     @property
     def shares_text_space(self) -> bool:
@@ -134,12 +135,35 @@ class ImageEncoder:
         if self.tokenizer is None:
             from .models import embed_texts
 
-            return embed_texts(texts, self.settings)
+            return self.adapt_texts(embed_texts(texts, self.settings))
         import torch
 
         with torch.inference_mode():
             vectors = self.model.encode_text(self.tokenizer(texts))
             return torch.nn.functional.normalize(vectors, dim=-1).float().numpy()
+
+
+    def adapt_texts(self, vectors: np.ndarray) -> np.ndarray:
+        """MiniLM text vectors (N, 384) (the text index's) -> vectors to compare with image vectors."""
+        adapter = getattr(self.model, "adapter", None)
+        if adapter is None or len(vectors) == 0:
+            return np.asarray(vectors, dtype=np.float32)
+        import torch
+
+        with torch.inference_mode():
+            return self.model.adapt_texts(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
+
+    def field_logprobs(self, vector: np.ndarray) -> dict[str, dict[str, float]]:
+        """{field: {value: log p(value | photo)}} from the tower's attribute heads (empty without heads)."""
+        heads = getattr(self.model, "heads", None)
+        if not heads or not self.facet_weights:
+            return {}
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model.head_logits(torch.from_numpy(np.asarray(vector, dtype=np.float32))[None])
+        return {name: dict(zip(self.model.config.heads[name], torch.log_softmax(x[0], -1).tolist()))
+                for name, x in logits.items() if self.facet_weights.get(name)}
 
 
 def image_encoder(settings: Settings | None = None, catalog: str | None = None) -> ImageEncoder:
@@ -178,7 +202,8 @@ def load_catalog_encoder(path: Path, settings: Settings) -> ImageEncoder:
         raise MissingModelError(f"image encoder {path} cannot be loaded ({exc.__class__.__name__}: {exc})") from None
     model.eval()
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
-    return ImageEncoder(f"catalog-{digest}", model, None, None, settings, config.image_size)
+    facets = checkpoint.get("meta", {}).get("facet_weights") or {}
+    return ImageEncoder(f"catalog-{digest}", model, None, None, settings, config.image_size, facets)
 
 
 def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageEncoder:

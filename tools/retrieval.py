@@ -5,7 +5,10 @@
   encoder shares the text space (the offline default): an item is found both because its photo looks
   like the query and because its description reads like it (cleaner for type and colour). A candidate
   that geometric verification shows to be the query's own source photo (cropped, resized, re-encoded)
-  comes first: near-duplicate lookup;
+  comes first: near-duplicate lookup. When the tower has attribute heads (fashion: articleType, baseColour),
+  each candidate also gains weight * log p(its catalog value | the photo), the weights chosen on validation
+  photos when the tower was trained: the photo's predicted kind and colour, checked against the catalog's
+  own fields, keep the top of the list to one kind and one colour;
 - fused: IMAGE_WEIGHT * (the photo score) + TEXT_WEIGHT * cos(words, item text). The photo says what kind of
   thing and how it looks; the words say what to change ("but in black" also arrives as a filter).
 Candidates are the union of the best POOL items of each list, then scored exactly on every term.
@@ -24,6 +27,7 @@ PHOTO_SELF = 0.5
 IMAGE_WEIGHT = 0.6
 TEXT_WEIGHT = 0.4
 POOL = 100  # candidates taken from each list before fusing
+FACET_FLOOR = -5.0  # a candidate's log-probability term is floored here: one unlikely field cannot bury it
 VERIFY = 30  # candidates checked for being the very same photo
 DUPLICATE_THRESHOLD = 0.95  # duplicate_scores above this: the same photo (measured in evals/eval_images.py)
 
@@ -62,28 +66,53 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
         return []
     ids = list(candidates)
     photos, texts = index.vectors(ids, images=True), index.vectors(ids)
-    hits = []
+    if encoder.shares_text_space and texts:  # through the tower's text adapter, as in training
+        texts_seen = list(texts)
+        adapted = dict(zip(texts_seen, encoder.adapt_texts(np.stack([texts[i] for i in texts_seen]))))
+    # a field the request already constrains ("but in black" -> baseColour) is not the photo's to decide
+    facets = {name: logp for name, logp in encoder.field_logprobs(photo_vector).items()
+              if name not in _fields(where)}
+    hits, looks = [], {}  # looks: the score without the field terms, where the query's own photo ranks high
     for item_id in ids:
         image_sim = float(photos[item_id] @ photo_vector) if item_id in photos else 0.0
         score = image_sim
         if encoder.shares_text_space and item_id in texts:
-            score = PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * float(texts[item_id] @ photo_vector)
+            score = PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * float(adapted[item_id] @ photo_vector)
+        looks[item_id] = score
+        metadata = candidates[item_id].metadata
+        for name, logp in facets.items():
+            score += encoder.facet_weights[name] * max(logp.get(metadata.get(name), FACET_FLOOR), FACET_FLOOR)
         if text_vector is not None:
             score = IMAGE_WEIGHT * score + TEXT_WEIGHT * (float(texts[item_id] @ text_vector) if item_id in texts else 0)
         hit = candidates[item_id]
         hits.append(Hit(item_id, hit.title, score, hit.metadata))
     hits.sort(key=lambda h: -h.score)
-    if image is not None:
-        hits = _source_first(image, hits)
+    if image is not None:  # the source photo is looked for among the best-looking candidates, field terms apart
+        hits = _source_first(image, hits, sorted(hits, key=lambda h: -looks[h.id]))
     return hits[:k]
 
 
-def _source_first(image, hits: list[Hit]) -> list[Hit]:
-    """Move the candidate that is the query's own source photo, if one is, to the front."""
+def _fields(where: dict | None) -> set[str]:
+    """The metadata fields a Chroma `where` filter names ({"$and": [{"baseColour": "Black"}, ...]} too)."""
+    if not where:
+        return set()
+    names = set()
+    for key, value in where.items():
+        if key.startswith("$"):
+            for part in value if isinstance(value, list) else [value]:
+                names |= _fields(part) if isinstance(part, dict) else set()
+        else:
+            names.add(key)
+    return names
+
+
+def _source_first(image, hits: list[Hit], lookalikes: list[Hit] | None = None) -> list[Hit]:
+    """Move the candidate that is the query's own source photo, if one is, to the front (checked among the
+    first VERIFY of `lookalikes`, by default `hits`)."""
     from .images import ImageError, duplicate_scores, load_image
 
     checked, photos = [], []
-    for hit in hits[:VERIFY]:
+    for hit in (lookalikes or hits)[:VERIFY]:
         path = hit.metadata.get("_image")
         if not path:
             continue

@@ -6,6 +6,10 @@ tower is locked, so those vectors are computed once and cached. Two augmented vi
 also pulled together (the same loss, fixed temperature), which makes the vectors robust to crops,
 re-encoding and colour shifts: near-duplicate lookup needs that.
 
+A learned linear text adapter (on the locked text vectors) and attribute heads (catalog fields such as
+articleType and baseColour, cross-entropy on the image vector) are trained with it; after training, the
+weight of each head's term in photo retrieval is chosen on the validation photos (`calibrate_facets`).
+
 Held out of training, always: the 1,000 fashion products with the lowest md5 of their id (evaluation,
 evals/eval_images.py) and the next 500 (validation, printed after each epoch).
 """
@@ -29,6 +33,12 @@ from .settings import Settings
 CACHE_SIZE = 112  # decoded photos are cached at this side; training crops them down to the input size
 HOLDOUT = 1000
 VALIDATION = 500
+# The kind of thing and its colour: what someone showing a photo of a product asks about. A field becomes
+# a head when the training items carry it; its values are those seen at least HEAD_MIN_COUNT times.
+DEFAULT_HEADS = ("articleType", "baseColour")
+HEAD_MIN_COUNT = 20
+HEAD_WEIGHT = 0.5
+FACET_GRID = (0.0, 0.02, 0.05, 0.1, 0.2)  # weights tried for each head's term (calibrate_facets)
 
 
 def md5_order(items: list[Item]) -> list[Item]:
@@ -107,6 +117,28 @@ def training_sets(catalogs: list[str], settings: Settings, progress: bool = True
     return out[0], out[1]
 
 
+def head_values(items: list[Item], fields=DEFAULT_HEADS) -> dict[str, list[str]]:
+    """{field: its values seen at least HEAD_MIN_COUNT times} for the fields the items carry."""
+    from collections import Counter
+
+    heads = {}
+    for name in fields:
+        counts = Counter(it.metadata.get(name) for it in items if isinstance(it.metadata.get(name), str))
+        values = sorted(v for v, n in counts.items() if n >= HEAD_MIN_COUNT)
+        if len(values) >= 2:
+            heads[name] = values
+    return heads
+
+
+def head_labels(items: list[Item], heads: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """{field: int64 (N,) index of each item's value, -100 (ignored) when it has none of the head's values}."""
+    out = {}
+    for name, values in heads.items():
+        position = {v: n for n, v in enumerate(values)}
+        out[name] = np.array([position.get(it.metadata.get(name), -100) for it in items], np.int64)
+    return out
+
+
 def augment(batch, size: int, generator):
     """uint8 (B, S, S, 3) -> float (B, 3, size, size): random resized crop, flip, blur, slight colour jitter."""
     import torch
@@ -152,7 +184,8 @@ def validate(model, data: TrainingSet, size: int) -> dict:
     with torch.inference_mode():
         vecs = torch.cat([model(plain(data.photos[lo: lo + 256], size)) for lo in range(0, len(data.items), 256)])
     model.train()
-    texts = torch.from_numpy(np.asarray(data.texts))
+    with torch.no_grad():
+        texts = model.adapt_texts(torch.from_numpy(np.asarray(data.texts)))
     i2t = (vecs @ texts.T).argmax(dim=1) == torch.arange(len(vecs))
     sims = vecs @ vecs.T
     sims.fill_diagonal_(-2)
@@ -166,9 +199,67 @@ def validate(model, data: TrainingSet, size: int) -> dict:
     return out
 
 
+def embed_photos(model, photos: np.ndarray, size: int) -> np.ndarray:
+    """The model's (N, D) image vectors of cached photos, plain view."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        out = [model(plain(photos[lo: lo + 256], size)).numpy() for lo in range(0, len(photos), 256)]
+    model.train()
+    return np.concatenate(out) if out else np.zeros((0, model.config.embed_dim), np.float32)
+
+
+def calibrate_facets(model, train: TrainingSet, val: TrainingSet, size: int, pool: int = 200) -> dict:
+    """Each head's weight in photo retrieval, chosen on the validation photos against every training photo.
+
+    Photo retrieval (tools/retrieval.py) scores a candidate by how its photo and its description match the
+    query photo, plus, per head, weight * log p(candidate's catalog value | query photo). The weights are
+    chosen here by coordinate ascent over FACET_GRID, maximising the mean precision@10 of the heads' fields.
+    """
+    import torch
+
+    from .retrieval import FACET_FLOOR, PHOTO_SELF
+
+    if not model.heads or not val.items:
+        return {}
+    gallery_photos = embed_photos(model, np.concatenate([train.photos, val.photos]), size)
+    with torch.no_grad():
+        gallery_texts = model.adapt_texts(torch.from_numpy(np.concatenate([train.texts, val.texts]))).numpy()
+    queries = gallery_photos[len(train.items):]
+    labels = {name: np.concatenate([head_labels(train.items, model.config.heads)[name],
+                                    head_labels(val.items, model.config.heads)[name]]) for name in model.heads}
+    with torch.no_grad():
+        logp = {name: torch.log_softmax(x, -1).numpy() for name, x in model.head_logits(torch.from_numpy(queries)).items()}
+    pools = []
+    for q, vector in enumerate(queries):
+        sims = PHOTO_SELF * (gallery_photos @ vector) + (1 - PHOTO_SELF) * (gallery_texts @ vector)
+        sims[len(train.items) + q] = -9  # never the query itself
+        top = np.argpartition(-sims, pool)[:pool]
+        terms = {name: np.where(labels[name][top] >= 0,
+                                np.maximum(logp[name][q][np.maximum(labels[name][top], 0)], FACET_FLOOR), FACET_FLOOR)
+                 for name in model.heads}
+        pools.append((len(train.items) + q, top, sims[top], terms))
+
+    def precision(weights: dict) -> float:
+        scores = []
+        for query, top, base, terms in pools:
+            order = top[np.argsort(-(base + sum(weights[n] * terms[n] for n in weights)))[:10]]
+            scores.append(np.mean([np.mean(labels[n][order] == labels[n][query]) for n in weights
+                                   if labels[n][query] >= 0] or [0.0]))
+        return float(np.mean(scores))
+
+    weights = {name: 0.0 for name in model.heads}
+    for _ in range(2):
+        for name in weights:
+            weights[name] = max(FACET_GRID, key=lambda w: precision({**weights, name: w}))
+    return weights
+
+
 def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epochs: int = 14,
                         batch_size: int = 256, lr: float = 2e-3, instance_weight: float = 0.5, seed: int = 0,
-                        limit: int | None = None, progress: bool = True, log=print, config=None) -> dict:
+                        limit: int | None = None, progress: bool = True, log=print, config=None,
+                        heads=DEFAULT_HEADS) -> dict:
     """Train (or resume) and write `out` (fp16 weights + config + metadata); checkpoints each epoch."""
     import torch
     from open_clip.loss import ClipLoss
@@ -179,8 +270,9 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
     torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
     train, val = training_sets(catalogs, settings, progress, limit)
-    config = config or ImageEncoderConfig()
+    config = config or ImageEncoderConfig(text_adapter=True, heads=head_values(train.items, heads))
     model = ImageTower(config)
+    labels_all = {name: torch.from_numpy(v) for name, v in head_labels(train.items, config.heads).items()}
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = list(model.parameters()) + [logit_scale]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
@@ -190,7 +282,7 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
                                                  * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     state_path = out.with_suffix(".state.pt")
-    meta = {"catalogs": catalogs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+    meta = {"catalogs": catalogs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "heads": list(heads),
             "instance_weight": instance_weight, "limit": limit, "config": config.to_dict()}
     start_epoch, history, elapsed = 0, [], 0.0
     if state_path.is_file():
@@ -218,7 +310,7 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
         for step in bar:
             idx = order[step * batch_size: (step + 1) * batch_size].sort().values.numpy()
             photos = train.photos[idx]
-            text = texts_all[idx]                                                   # (B, 384), locked
+            text = model.adapt_texts(texts_all[idx])                              # (B, 384), locked + adapter
             scale = logit_scale.exp().clamp(max=100)
             if instance_weight:  # two views: each against the text, and against each other
                 a, b = model(torch.cat([augment(photos, config.image_size, generator),
@@ -226,7 +318,12 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
                 loss = 0.5 * (clip_loss(a, text, scale) + clip_loss(b, text, scale)) \
                     + instance_weight * clip_loss(a, b, torch.tensor(10.0))
             else:
-                loss = clip_loss(model(augment(photos, config.image_size, generator)), text, scale)
+                a = model(augment(photos, config.image_size, generator))
+                loss = clip_loss(a, text, scale)
+            for name, logits in model.head_logits(a).items():  # the catalog fields, where the item has one
+                target = labels_all[name][idx]
+                if (target >= 0).any():
+                    loss = loss + HEAD_WEIGHT * torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -244,9 +341,13 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch + 1,
                     "history": history, "seconds": elapsed, "rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, state_path)
+    facets = calibrate_facets(model, train, val, config.image_size)
+    if facets:
+        log(f"facet weights (chosen on the validation photos): {facets}")
     export(model, config, out, {**meta, "train_pairs": len(train.items), "history": history,
-                                "train_seconds": round(elapsed, 1), "holdout": "fashion: 1,000 lowest md5(id)"})
-    return {"checkpoint": str(out), "history": history, "seconds": elapsed}
+                                "train_seconds": round(elapsed, 1), "holdout": "fashion: 1,000 lowest md5(id)",
+                                "facet_weights": facets})
+    return {"checkpoint": str(out), "history": history, "seconds": elapsed, "facet_weights": facets}
 
 
 def export(model, config, out: Path, meta: dict) -> None:

@@ -1,0 +1,140 @@
+"""The ranking head: features, a short training run (checkpoint, resume, early stopping, seed), loading, and
+that the shipped head ranks better than popularity on data it was not trained or tuned on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recagent.tools.catalog import load_catalog
+from recagent.tools.ranker import (FEATURES, HISTORY, SHIPPED, Context, build_signals, features, load_checkpoint,
+                                   load_ranker, recency_weights, requested_genres)
+from recagent.tools.redial import default_mapping, load_dialogues, protocol_samples, redial_dir
+from recagent.tools.train_ranker import train_ranker
+
+
+@pytest.fixture(scope="module")
+def movies(settings):
+    return load_catalog("movies", settings)
+
+
+@pytest.fixture(scope="module")
+def signals(settings, movies):
+    return build_signals(settings, movies)
+
+
+def _by_title(movies, title):
+    return next(it.id for it in movies.items if it.title == title)
+
+
+def test_features_follow_the_context(settings, movies, signals):
+    toy = _by_title(movies, "Toy Story (1995)")
+    ctx = Context(items=[toy], text="seeker: any funny animated movies for my kids?", exclude={toy})
+    ctx.text_vector = __import__("recagent.tools.models", fromlist=["embed_texts"]).embed_texts([ctx.text], settings)[0]
+    f = features(signals, [ctx], load_ranker.__globals__["RankerConfig"]())[0]
+    col = {name: j for j, name in enumerate(FEATURES)}
+    toy2 = signals.pos[_by_title(movies, "Toy Story 2 (1999)")]
+    heat = signals.pos[_by_title(movies, "Heat (1995)")]
+    for name in ("content", "ml_cooc", "genre"):
+        assert f[toy2, col[name]] > f[heat, col[name]], name
+    assert f[:, col["constraint"]].min() == 1.0  # no filters: every item passes
+    assert requested_genres("something scary, or a comedy")[list(requested_genres.__globals__["GENRE_WORDS"]).index(
+        "Horror")] == 1.0
+    w = recency_weights(3, 0.5)
+    assert w.sum() == pytest.approx(1.0) and w[2] > w[1] > w[0]  # the newest weighs most
+
+
+def test_redial_counts_leave_the_dialogue_out(settings, movies, signals):
+    """A training dialogue's own suggestion must not show in its own ReDial features (no leak of the target)."""
+    titles = {it.id: it.title for it in movies.items}
+    dialogues = load_dialogues(redial_dir(settings) / "train.jsonl", limit=40)
+    samples = protocol_samples(dialogues, default_mapping(settings), titles)
+    col = FEATURES.index("redial_cooc")
+    leaked = 0
+    for s in samples:
+        if not s.mentions:
+            continue
+        ctx = Context(items=[m.item for m in s.mentions], dialogue=s.dialogue, exclude=s.exclude)
+        own = features(signals, [ctx], load_ranker.__globals__["RankerConfig"]())[0, signals.pos[s.target], col]
+        ctx.dialogue = None
+        with_own = features(signals, [ctx], load_ranker.__globals__["RankerConfig"]())[0, signals.pos[s.target], col]
+        assert with_own > 0  # its own dialogue counts the pair
+        leaked += own >= with_own - 1e-6 and own > 0 and with_own == own
+    assert leaked < len(samples) // 4  # only pairs that other dialogues also have remain
+
+
+def test_train_ranker_writes_resumes_and_stops_early(settings, tmp_path):
+    out = tmp_path / "ranker.pt"
+    small = dict(limit=12, ml_per_epoch=150, batch_size=64, progress=False, log=lambda m: None)
+    first = train_ranker(settings, out, epochs=1, **small)
+    assert out.is_file() and out.with_suffix(".state.pt").is_file()
+    ckpt = load_checkpoint(out)
+    assert ckpt["meta"]["seed"] == 0 and ckpt["meta"]["epochs_run"] == 1 and len(ckpt["ids"]) > 9000
+    assert first["history"][0]["redial_valid"]["recall@50"] >= 0.0
+    # the same command with more epochs resumes after epoch 1
+    second = train_ranker(settings, out, epochs=2, **small)
+    assert second["epochs_run"] == 2
+    assert second["history"][0] == first["history"][0]
+    # a fixed seed gives the same model
+    again = tmp_path / "again.pt"
+    train_ranker(settings, again, epochs=1, **small)
+    a, b = load_checkpoint(again)["state_dict"], ckpt["state_dict"]
+    assert max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a) < 1e-4
+    # nothing to learn (lr 0): no improvement after the first epoch, so it stops early
+    stop = train_ranker(settings, tmp_path / "stop.pt", epochs=5, patience=1, lr=0.0, **small)
+    assert stop["stopped_early"] and stop["epochs_run"] == 2
+    ranker = load_ranker(settings, path=out)
+    assert ranker is not None and ranker.meta["path"] == str(out)
+
+
+def test_no_checkpoint_means_no_head(settings):
+    assert load_ranker(settings, "fashion") is None  # only movies has a head
+    assert load_ranker(settings.with_(models={"ranker": "none"}), "movies") is None
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint")
+def test_shipped_head_beats_popularity(settings, movies, signals):
+    """On ReDial dev (never used for training or choices) and on MovieLens users' held-out last ratings."""
+    from recagent.evals.eval_redial import ranks_of
+    from recagent.tools.ranker import conversation_text
+    from recagent.tools.train_ranker import movielens_split
+
+    ranker = load_ranker(settings, path=SHIPPED, signals=signals)
+    titles = {it.id: it.title for it in movies.items}
+    samples = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", limit=60),
+                               default_mapping(settings), titles)
+    ctxs = [Context(items=[m.item for m in s.mentions], text=conversation_text(s.messages), exclude=s.exclude)
+            for s in samples]
+    targets = np.array([signals.pos[s.target] for s in samples])
+    head = ranks_of(ranker.score(ctxs, settings), targets)
+    pop = np.broadcast_to(signals.popularity, (len(samples), signals.n)).copy()
+    for k, c in enumerate(ctxs):
+        pop[k, [signals.pos[i] for i in c.exclude]] = -np.inf
+    popular = ranks_of(pop, targets)
+    assert (head < 50).mean() > (popular < 50).mean() + 0.1
+    assert (head < 10).mean() > (popular < 10).mean()
+
+    _, _, test, seqs = movielens_split(settings, signals.ids)
+    users = [u for u in list(seqs)[:150] if u in test]
+    ctxs = [Context(items=seqs[u][-20:], kind=HISTORY, exclude=set(seqs[u])) for u in users]
+    targets = np.array([signals.pos[test[u]] for u in users])
+    head = ranks_of(ranker.score(ctxs, settings), targets)
+    pop = np.broadcast_to(signals.popularity, (len(users), signals.n)).copy()
+    for k, c in enumerate(ctxs):
+        pop[k, [signals.pos[i] for i in c.exclude]] = -np.inf
+    assert (head < 10).mean() > (ranks_of(pop, targets) < 10).mean()
+
+
+def test_feedback_becomes_training_examples(settings, tmp_path):
+    from recagent.tools.feedback import record_feedback
+    from recagent.tools.train_ranker import feedback_examples
+
+    home = settings.with_(home=tmp_path / "home")
+    for item in ("1", "318", "356"):
+        record_feedback(home, "ana", item, "movies", +1)
+    record_feedback(home, "ana", "2", "movies", -1)
+    record_feedback(home, "bo", "5", "fashion", +1)  # another catalog: not for the movie head
+    positives, pairs = feedback_examples(home, history=20)
+    assert [t for _, t in positives] == ["1", "318", "356"]
+    assert positives[2][0].items == ["1", "318"]  # the liked items before it are the context
+    assert {(t, bad) for _, t, bad in pairs} == {("1", "2"), ("318", "2"), ("356", "2")}

@@ -1,0 +1,99 @@
+"""ReDial: the protocol's samples, rendering of mentions, the mapping matcher, and `recagent eval redial`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recagent.tools.catalog import load_catalog
+from recagent.tools.redial import (MENTION, default_mapping, load_dialogues, match_titles, normalise_title,
+                                   protocol_samples, redial_dir, redial_titles, split_year)
+
+RECAGENT = str(Path(sys.executable).parent / "recagent")
+
+
+@pytest.fixture(scope="module")
+def movies(settings):
+    return load_catalog("movies", settings)
+
+
+@pytest.fixture(scope="module")
+def titles(movies):
+    return {it.id: it.title for it in movies.items}
+
+
+def test_dev_has_the_protocols_860_samples(settings, titles):
+    dialogues = load_dialogues(redial_dir(settings) / "dev.jsonl")
+    mapping = default_mapping(settings)
+    samples = protocol_samples(dialogues, mapping, titles)
+    assert len(dialogues) == 340
+    assert len(samples) == 860
+    for s in samples:
+        assert s.target not in s.exclude  # never mentioned in an earlier message
+        assert s.target in titles
+        assert all(role in ("seeker", "recommender") for role, _ in s.messages)
+        # every mapped mention in the input is rendered as its MovieLens "Title (Year)"
+        for _, text in s.messages:
+            assert not any(rid in mapping for rid in MENTION.findall(text))
+
+
+def test_samples_see_only_the_messages_before_the_suggestion(settings, titles):
+    dialogue = load_dialogues(redial_dir(settings) / "dev.jsonl", limit=1)[0]
+    samples = protocol_samples([dialogue], default_mapping(settings), titles)
+    assert samples
+    for s in samples:
+        assert len(s.messages) == s.turn
+        suggesting = dialogue["messages"][s.turn]
+        assert suggesting["senderWorkerId"] == dialogue["respondentWorkerId"]
+        rid = {v: k for k, v in default_mapping(settings).items() if k in dialogue["movieMentions"]}[s.target]
+        assert f"@{rid}" in suggesting["text"]
+        assert dialogue["respondentQuestions"][rid]["suggested"] == 1
+    first = samples[0]
+    assert "Super Troopers (2001)" in first.messages[0][1]  # "@111776" rendered
+
+
+def test_matcher_keeps_every_shipped_match_and_finds_more(settings, movies, titles):
+    names = redial_titles(redial_dir(settings) / "movies_with_mentions.csv")
+    shipped = default_mapping(settings)
+    mine = match_titles(names, movies.items)
+    assert all(mine[r][0] == m for r, m in shipped.items())  # no shipped row contradicted or lost
+    added = {r: v for r, v in mine.items() if r not in shipped}
+    assert len(added) > 300
+    by_name = {names[r]: titles[m] for r, (m, _) in mine.items()}
+    assert by_name["WALL-E (2008)"] == "WALL·E (2008)"
+    assert by_name["Super8"] == "Super 8 (2011)"  # spaces ignored
+    assert re.match(r"Taxi Driver \(1976\)", by_name["Taxi Driver  (1977)"])  # a year one apart
+    # a name without a year is matched only when one MovieLens film has that title
+    count = {}
+    for it in movies.items:
+        key = normalise_title(it.metadata["title"])
+        count[key] = count.get(key, 0) + 1
+    no_year = [(r, m) for r, (m, rule) in mine.items() if rule == "title-only"]
+    assert no_year
+    for r, m in no_year:
+        assert split_year(names[r])[1] is None
+        assert count.get(normalise_title(split_year(names[r])[0]), 1) <= 1
+
+
+def test_eval_redial_writes_the_figures(settings, env, tmp_path):
+    out = tmp_path / "redial.json"
+    run = subprocess.run([RECAGENT, "eval", "redial", "--limit", "6", "--json", str(out), "-q"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    for key in ("recall@1", "recall@10", "recall@50", "samples", "dialogues", "timings", "systems"):
+        assert key in figures
+    assert figures["dialogues"] == 6
+    titles = {it.id: it.title for it in load_catalog("movies", settings).items}
+    expected = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", 6), default_mapping(settings),
+                                titles)
+    assert figures["samples"] == len(expected) > 0
+    for row in figures["systems"].values():
+        assert 0.0 <= row["recall@1"] <= row["recall@10"] <= row["recall@50"] <= 1.0
+    assert figures["timings"]["total_seconds"] > 0
+    assert "| system | Recall@1 |" in run.stdout

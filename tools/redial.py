@@ -1,0 +1,236 @@
+"""ReDial dialogues: reading them, rendering movie mentions, the ReDial -> MovieLens mapping, and the samples
+of the recommendation protocol used by `recagent eval redial` and by `recagent train-ranker`.
+
+The protocol (UniCRS, iEvaLM, "LLMs as zero-shot CRS", restricted to movies that exist in MovieLens):
+every movie mentioned in a recommender message whose `respondentQuestions[id].suggested` is 1, that maps to
+a MovieLens movie and that was not mentioned earlier in the dialogue, is one sample. The system sees every
+message before that message (mentions rendered as "Title (Year)") and ranks the whole catalog, leaving out
+the movies mentioned earlier in the dialogue.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MENTION = re.compile(r"@(\d+)")
+
+
+@dataclass
+class Mention:
+    """A movie mentioned before the turn to predict: its MovieLens id, who mentioned it, the message index."""
+
+    item: str
+    by_seeker: bool
+    turn: int
+    liked: int | None = None  # the seeker's answer after the dialogue: NOT used as input (it is the future)
+
+
+@dataclass
+class Sample:
+    """One recommendation to predict: the dialogue so far, and the suggested movie (a MovieLens id)."""
+
+    dialogue: str
+    turn: int  # index of the recommender message that holds the target
+    target: str
+    messages: list[tuple[str, str]]  # (role "seeker"/"recommender", rendered text), all before the turn
+    mentions: list[Mention] = field(default_factory=list)  # earlier mentions that map to MovieLens, in order
+
+    @property
+    def exclude(self) -> set[str]:
+        """The movies mentioned earlier in the dialogue: left out of the ranking."""
+        return {m.item for m in self.mentions}
+
+    def request(self, last: int = 6) -> str:
+        """The text of the conversation, the last messages first-weighted as plain text (for the text encoder)."""
+        return "\n".join(f"{role}: {text}" for role, text in self.messages[-last:])
+
+    def seeker_text(self) -> str:
+        return " ".join(text for role, text in self.messages if role == "seeker")
+
+
+def redial_dir(settings) -> Path:
+    return settings.require_data() / "redial"
+
+
+def load_dialogues(path: str | Path, limit: int | None = None) -> list[dict]:
+    """The dialogues of a ReDial JSON-lines file (the first `limit` of them)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line))
+                if limit is not None and len(out) >= limit:
+                    break
+    return out
+
+
+def load_mapping(path: str | Path) -> dict[str, str]:
+    """ReDial movie id -> MovieLens movieId (as str) from a CSV with columns redialMovieId, mlMovieId."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["redialMovieId"].strip(): row["mlMovieId"].strip() for row in csv.DictReader(fh)
+                if row.get("mlMovieId", "").strip()}
+
+
+def redial_titles(path: str | Path) -> dict[str, str]:
+    """ReDial movie id -> its name as ReDial writes it ("Police Academy  (1984)")."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["movieId"].strip(): row["movieName"].strip() for row in csv.DictReader(fh)}
+
+
+def default_mapping(settings) -> dict[str, str]:
+    """The mapping shipped with the data (`redial_to_movielens.csv`), as checked in docs/benchmarks.md."""
+    return load_mapping(redial_dir(settings) / "redial_to_movielens.csv")
+
+
+def _clean_title(name: str) -> str:
+    return re.sub(r"\s+", " ", name).strip()
+
+
+def render(text: str, dialogue: dict, mapping: dict[str, str], titles: dict[str, str]) -> str:
+    """A message with each "@id" replaced by "Title (Year)": the MovieLens title when it maps, else ReDial's."""
+
+    def one(match: re.Match) -> str:
+        rid = match.group(1)
+        ml = mapping.get(rid)
+        if ml and ml in titles:
+            return titles[ml]
+        name = dialogue.get("movieMentions", {}).get(rid) or ""
+        return _clean_title(name) if name else match.group(0)
+
+    return MENTION.sub(one, text)
+
+
+def dialogue_samples(dialogue: dict, mapping: dict[str, str], titles: dict[str, str]) -> list[Sample]:
+    """The samples of one dialogue under the protocol above."""
+    recommender = dialogue.get("respondentWorkerId")
+    questions = dialogue.get("respondentQuestions") or {}
+    seeker_answers = dialogue.get("initiatorQuestions") or {}
+    cid = str(dialogue.get("conversationId", ""))
+    samples: list[Sample] = []
+    history: list[tuple[str, str]] = []
+    mentions: list[Mention] = []
+    seen_ids: set[str] = set()  # ReDial ids mentioned so far (mapped or not)
+    for turn, message in enumerate(dialogue.get("messages", [])):
+        text = message.get("text", "")
+        by_recommender = message.get("senderWorkerId") == recommender
+        ids = MENTION.findall(text)
+        if by_recommender:
+            # "Not mentioned earlier" means in an earlier message: a movie named twice in the same message
+            # is two samples, as in the reference count (860 on dev.jsonl).
+            for rid in ids:
+                if rid in seen_ids:
+                    continue
+                ml = mapping.get(rid)
+                if not ml or not isinstance(questions.get(rid), dict) or questions[rid].get("suggested") != 1:
+                    continue
+                samples.append(Sample(cid, turn, ml, list(history), list(mentions)))
+        for rid in ids:
+            seen_ids.add(rid)
+            ml = mapping.get(rid)
+            if ml and ml not in {m.item for m in mentions}:
+                liked = (seeker_answers.get(rid) or {}).get("liked")
+                mentions.append(Mention(ml, not by_recommender, turn, liked))
+        history.append(("recommender" if by_recommender else "seeker", render(text, dialogue, mapping, titles)))
+    return samples
+
+
+def protocol_samples(dialogues: list[dict], mapping: dict[str, str], titles: dict[str, str]) -> list[Sample]:
+    """Every sample of the protocol over these dialogues, in order."""
+    out: list[Sample] = []
+    for dialogue in dialogues:
+        out.extend(dialogue_samples(dialogue, mapping, titles))
+    return out
+
+
+# ---- the mapping: a stricter title-and-year matcher ------------------------------------------------
+
+_ARTICLES = ("the ", "a ", "an ")
+
+
+def normalise_title(title: str) -> str:
+    """'The Lord of the Rings: The Two Towers' -> 'lord of the rings the two towers' (accents, case,
+    punctuation and a leading article dropped; '&' read as 'and')."""
+    title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
+    title = title.replace("&", " and ")
+    title = re.sub(r"[^a-z0-9]+", " ", title).strip()
+    for art in _ARTICLES:
+        if title.startswith(art):
+            title = title[len(art):]
+            break
+    return title
+
+
+def split_year(name: str) -> tuple[str, int | None]:
+    """'Police Academy  (1984)' -> ('Police Academy', 1984); no year -> (name, None)."""
+    match = re.search(r"\((\d{4})\)\s*$", name.strip())
+    if not match:
+        return _clean_title(name), None
+    return _clean_title(name[: match.start()]), int(match.group(1))
+
+
+def match_titles(redial_names: dict[str, str], movies: list) -> dict[str, tuple[str, str]]:
+    """ReDial id -> (MovieLens id, rule) by normalised title and year.
+
+    Rules, in order: the same title and year ("exact"); the same title, year one apart ("year±1", release
+    years differ between sources); the same title, no year in ReDial, only one MovieLens movie with that title
+    ("title-only"). Titles are compared normalised (accents, case, punctuation, a leading article), also
+    without spaces ("WALL-E" = "WALL·E"), against MovieLens's title and its alternative titles in parentheses,
+    and ReDial's title without a parenthesised subtitle. A ReDial name without a year that matches several
+    MovieLens movies is left unmapped rather than guessed.
+    `movies` holds catalog items (id, metadata["title"], metadata["year"]) or (id, title, year) tuples.
+    """
+    by_title: dict[str, list[tuple[str, int | None]]] = {}
+    for movie in movies:
+        if isinstance(movie, tuple):
+            mid, title, year = movie
+        else:
+            mid, title, year = movie.id, movie.metadata.get("title", movie.title), movie.metadata.get("year")
+        keys = {normalise_title(title)}
+        head, _, alt = title.partition(" (")
+        if alt:
+            keys.add(normalise_title(head))
+            keys.add(normalise_title(alt.rstrip(")")))
+        keys |= {k.replace(" ", "") for k in keys}  # "WALL-E" and "WALL·E"
+        for key in keys:
+            if key:
+                by_title.setdefault(key, []).append((str(mid), year))
+    out: dict[str, tuple[str, str]] = {}
+    for rid, name in redial_names.items():
+        title, year = split_year(name)
+        key = normalise_title(title)
+        cands = by_title.get(key) or by_title.get(key.replace(" ", "")) or []
+        if not cands and " (" in title:  # "The Meyerowitz Stories (New and Selected)"
+            cands = by_title.get(normalise_title(title.partition(" (")[0]), [])
+        if not cands:
+            continue
+        if year is None:
+            if len({m for m, _ in cands}) == 1:
+                out[rid] = (cands[0][0], "title-only")
+            continue
+        exact = [m for m, y in cands if y == year]
+        if exact:
+            out[rid] = (exact[0], "exact")
+            continue
+        near = [m for m, y in cands if y is not None and abs(y - year) == 1]
+        if len(set(near)) == 1:
+            out[rid] = (near[0], "year±1")
+    return out
+
+
+def write_mapping(path: str | Path, matched: dict[str, tuple[str, str]], redial_names: dict[str, str],
+                  ml_titles: dict[str, str]) -> None:
+    """Write a mapping CSV in the shipped format (plus the rule that matched)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["redialMovieId", "redialName", "mlMovieId", "mlTitle", "rule"])
+        for rid in sorted(matched, key=int):
+            ml, rule = matched[rid]
+            writer.writerow([rid, redial_names.get(rid, ""), ml, ml_titles.get(ml, ""), rule])
+    tmp.replace(path)

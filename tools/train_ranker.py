@@ -1,0 +1,271 @@
+"""Training the ranking head (tools/ranker.py): `recagent train-ranker`.
+
+Examples, each a context and the item to put first:
+  - MovieLens ratings as implicit feedback, in time order: for each user, the last rating is the test item
+    (`recagent eval movielens`), the one before it the validation item, and every earlier rating a training
+    target with the up to `history` ratings before it as the context (kind HISTORY);
+  - ReDial train dialogues under the protocol of tools/redial.py: the movies mentioned so far and the text of
+    the conversation -> the movie the recommender suggests (kind CONVERSATION); the ReDial counts behind the
+    features leave the sample's own dialogue out;
+  - optionally the feedback store (`--with-feedback`): a user's liked items in time order as more HISTORY
+    examples, and each disliked item pushed below the liked one in the same context.
+Loss: softmax cross-entropy over the whole catalog (the context's own items masked). Validation each epoch:
+ReDial valid.jsonl Recall@10/@50 and MovieLens validation NDCG@10; the best epoch is kept, training stops
+after `patience` epochs without improvement. A fixed seed makes runs reproducible; a `.state.pt` beside the
+checkpoint lets the same command resume after an interruption.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .ranker import (CONVERSATION, HISTORY, Context, RankerConfig, batch_inputs, build_signals, conversation_text,
+                     exclusion_mask, make_head, save_checkpoint, signal_mapping)
+
+
+def movielens_split(settings, ids: list[str]):
+    """Per user, ratings in time order (ties by file order): (train rows, {user: val item}, {user: test item},
+    {user: ordered training items})."""
+    from .ranker import read_ratings
+
+    known = set(ids)
+    by_user: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for n, (user, movie, _rating, ts) in enumerate(read_ratings(settings)):
+        if movie in known:
+            by_user[user].append((ts, n, movie))
+    train_rows, val, test, seqs = [], {}, {}, {}
+    for user, rows in by_user.items():
+        items = [m for _, _, m in sorted(rows)]
+        if len(items) >= 3:
+            test[user], val[user] = items[-1], items[-2]
+            items = items[:-2]
+        seqs[user] = items
+        train_rows.extend((user, m) for m in items)
+    return train_rows, val, test, seqs
+
+
+def redial_contexts(samples, kind=CONVERSATION, leave_out: bool = True) -> list[tuple[Context, str]]:
+    """(context, target) pairs from protocol samples."""
+    return [(Context(items=[m.item for m in s.mentions], text=conversation_text(s.messages), kind=kind,
+                     exclude=set(s.exclude), dialogue=s.dialogue if leave_out else None), s.target)
+            for s in samples]
+
+
+def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], history: int,
+                     targets: dict[str, str] | None = None) -> list[tuple[Context, str]]:
+    """MovieLens examples. With targets: one per user (the whole sequence is the context); without: every
+    position of every sequence (the items before it are the context)."""
+    out = []
+    for user, items in seqs.items():
+        row = user_rows.get(user)
+        if targets is not None:
+            if user in targets:
+                out.append((Context(items=items[-history:], kind=HISTORY, exclude=set(items), user_row=row),
+                            targets[user]))
+            continue
+        for t in range(1, len(items)):
+            out.append((Context(items=items[max(0, t - history):t], kind=HISTORY, exclude=set(items[:t]),
+                                user_row=row), items[t]))
+    return out
+
+
+def feedback_examples(settings, history: int) -> tuple[list[tuple[Context, str]], list[tuple[Context, str, str]]]:
+    """From the feedback store: (context, liked item) examples and (context, liked, disliked) pairs."""
+    from .feedback import feedback_events  # written by the feedback store; absent in older checkouts
+
+    events = sorted(feedback_events(settings), key=lambda e: e.get("time", 0.0))
+    liked: dict[str, list[str]] = defaultdict(list)
+    disliked: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        if e.get("catalog", "movies") != "movies":
+            continue
+        (liked if e.get("signal", 0) > 0 else disliked)[e["user"]].append(str(e["item"]))
+    positives, pairs = [], []
+    for user, items in liked.items():
+        for t, item in enumerate(items):
+            ctx = Context(items=items[max(0, t - history):t], kind=HISTORY, exclude=set(items[:t]))
+            positives.append((ctx, item))
+            for bad in disliked.get(user, []):
+                pairs.append((ctx, item, bad))
+    return positives, pairs
+
+
+def recall_ndcg(scores: np.ndarray, targets: np.ndarray, ks=(1, 10, 50)) -> dict:
+    """Recall@k and NDCG@10 of the targets' positions (ties count against the target)."""
+    tv = scores[np.arange(len(targets)), targets]
+    rank = (scores >= tv[:, None]).sum(1) - 1  # 0-based, pessimistic on ties
+    out = {f"recall@{k}": float((rank < k).mean()) if len(rank) else 0.0 for k in ks}
+    out["ndcg@10"] = float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(rank) else 0.0
+    return out
+
+
+def evaluate(head, signals, config, examples, batch: int = 64) -> dict:
+    """Recall@1/10/50 and NDCG@10 of the head on (context, target) examples."""
+    import torch
+
+    content = torch.from_numpy(signals.content)
+    scores, targets = [], []
+    head.eval()
+    with torch.no_grad():
+        for lo in range(0, len(examples), batch):
+            part = examples[lo: lo + batch]
+            ctxs = [c for c, _ in part]
+            hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
+            s = head(hist, hist_w, text, kind, feats, content).numpy()
+            s[exclusion_mask(signals, ctxs)] = -np.inf
+            scores.append(s)
+            targets += [signals.pos[t] for _, t in part]
+    if not scores:
+        return recall_ndcg(np.zeros((0, signals.n)), np.zeros(0, np.int64))
+    return recall_ndcg(np.concatenate(scores), np.array(targets))
+
+
+def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr: float = 0.005,
+                 ml_per_epoch: int = 3000, redial_repeat: int = 2, patience: int = 3, seed: int = 0,
+                 limit: int | None = None, with_feedback: bool = False, config: RankerConfig | None = None,
+                 progress: bool = True, log=print) -> dict:
+    """Train, validate each epoch, keep the best; write the checkpoint atomically. Returns a summary."""
+    import torch
+    from tqdm import tqdm
+
+    from .catalog import load_catalog
+    from .models import embed_texts
+    from .redial import load_dialogues, protocol_samples, redial_dir
+
+    started = time.perf_counter()
+    config = config or RankerConfig()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+
+    catalog = load_catalog("movies", settings)
+    ids = [it.id for it in catalog.items]
+    titles = {it.id: it.title for it in catalog.items}
+    train_rows, ml_val, _ml_test, seqs = movielens_split(settings, ids)
+    train_d = load_dialogues(redial_dir(settings) / "train.jsonl", limit)
+    valid_d = load_dialogues(redial_dir(settings) / "valid.jsonl", None if limit is None else max(10, limit // 5))
+    signals = build_signals(settings, catalog, config, ratings_rows=train_rows, dialogues=train_d + valid_d)
+    user_rows = signals.R.user_index
+    mapping = signal_mapping(settings, config, catalog)  # the protocol's samples of train and valid
+    redial_train = redial_contexts(protocol_samples(train_d, mapping, titles))
+    redial_valid = redial_contexts(protocol_samples(valid_d, mapping, titles))
+    if limit is not None:
+        seqs = dict(list(seqs.items())[: max(20, limit)])
+    ml_train = history_contexts(seqs, user_rows, config.history)
+    ml_valid = history_contexts(seqs, user_rows, config.history, targets=ml_val)
+    fb_pos, fb_pairs = [], []
+    if with_feedback:
+        fb_pos, fb_pairs = feedback_examples(settings, config.history)
+        fb_pos = [(c, t) for c, t in fb_pos if t in signals.pos]
+        fb_pairs = [(c, t, b) for c, t, b in fb_pairs if t in signals.pos and b in signals.pos]
+        log(f"feedback store: {len(fb_pos)} liked examples, {len(fb_pairs)} liked/disliked pairs")
+    all_text = [c for c, _ in redial_train + redial_valid]
+    for c, v in zip(all_text, embed_texts([c.text for c in all_text], settings)):
+        c.text_vector = v
+    log(f"examples: {len(redial_train)} ReDial train, {len(redial_valid)} ReDial valid, {len(ml_train):,} MovieLens "
+        f"train ({ml_per_epoch:,} drawn per epoch), {len(ml_valid)} MovieLens valid")
+
+    torch.manual_seed(seed)  # again: loading the text model above may have drawn from the generator
+    head = make_head(signals.n, config)
+    # The few feature weights and the content bias move ten times faster than the embeddings.
+    fast = [head.feature_weights, head.content_bias.weight]
+    slow = [p for p in head.parameters() if all(p is not f for f in fast)]
+    opt = torch.optim.Adam([{"params": slow, "lr": lr}, {"params": fast, "lr": 10 * lr}])
+    content = torch.from_numpy(signals.content)
+    state_path = out.with_suffix(".state.pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta_base = {"catalog": "movies", "seed": seed, "lr": lr, "batch_size": batch_size, "ml_per_epoch": ml_per_epoch,
+                 "redial_repeat": redial_repeat, "limit": limit, "with_feedback": with_feedback,
+                 "trained_on": ["movielens/ratings.csv (all but each user's last two ratings)",
+                                *[f"redial/{f}" for f in config.redial_files]],
+                 "features": list(__import__("recagent.tools.ranker", fromlist=["FEATURES"]).FEATURES)}
+    first_epoch, best, best_state, bad_epochs, history = 0, -1.0, None, 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("meta_base") == meta_base and state.get("n") == signals.n:
+            head.load_state_dict(state["head"])
+            opt.load_state_dict(state["opt"])
+            first_epoch, best, best_state = state["epoch"], state["best"], state["best_state"]
+            bad_epochs, history = state["bad_epochs"], state["history"]
+            random.setstate(state["py_rng"])
+            np.random.set_state(state["np_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            log(f"resuming after epoch {first_epoch} (best so far {best:.4f})")
+
+    def step_loss(part):
+        ctxs = [c for c, _ in part]
+        hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
+        logits = head(hist, hist_w, text, kind, feats, content)
+        mask = torch.from_numpy(exclusion_mask(signals, ctxs))
+        target = torch.tensor([signals.pos[t] for _, t in part])
+        mask[torch.arange(len(part)), target] = False
+        return torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e9), target)
+
+    epoch = first_epoch
+    for epoch in range(first_epoch, epochs):
+        if bad_epochs >= patience:
+            break
+        rng = random.Random(seed * 1000 + epoch)
+        ml_part = rng.sample(ml_train, min(ml_per_epoch, len(ml_train)))
+        examples = redial_train * redial_repeat + ml_part + fb_pos
+        rng.shuffle(examples)
+        head.train()
+        total, batches = 0.0, range(0, len(examples), batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for lo in bar:
+            loss = step_loss(examples[lo: lo + batch_size])
+            if fb_pairs and lo == 0:
+                loss = loss + _pair_loss(head, signals, config, content, fb_pairs[:batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            bar.set_postfix(loss=f"{total / (lo // batch_size + 1):.3f}")
+        bar.close()
+        rv = evaluate(head, signals, config, redial_valid)
+        mv = evaluate(head, signals, config, ml_valid)
+        metric = (rv["recall@10"] + rv["recall@50"]) / 2 + mv["ndcg@10"]
+        history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "redial_valid": rv,
+                        "movielens_valid": mv, "metric": metric})
+        log(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.3f}, ReDial valid R@10 {rv['recall@10']:.3f} "
+            f"R@50 {rv['recall@50']:.3f}, MovieLens valid NDCG@10 {mv['ndcg@10']:.4f}")
+        if metric > best:
+            best, bad_epochs = metric, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            bad_epochs += 1
+        torch.save({"meta_base": meta_base, "n": signals.n, "head": head.state_dict(), "opt": opt.state_dict(),
+                    "epoch": epoch + 1, "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
+                    "history": history, "py_rng": random.getstate(), "np_rng": np.random.get_state(),
+                    "torch_rng": torch.get_rng_state()}, state_path)
+    stopped_early = bad_epochs >= patience
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    seconds = time.perf_counter() - started
+    best_epoch = max(history, key=lambda h: h["metric"])["epoch"] if history else 0
+    meta = {**meta_base, "epochs_run": len(history), "best_epoch": best_epoch, "stopped_early": stopped_early,
+            "history": history, "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    save_checkpoint(out, head, config, meta, signals.ids)
+    return {"checkpoint": str(out), "seconds": seconds, "epochs_run": len(history), "best_epoch": best_epoch,
+            "stopped_early": stopped_early, "history": history}
+
+
+def _pair_loss(head, signals, config, content, pairs):
+    """Disliked items below liked ones in the same context: mean softplus(score(disliked) - score(liked))."""
+    import torch
+
+    ctxs = [c for c, _, _ in pairs]
+    hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
+    logits = head(hist, hist_w, text, kind, feats, content)
+    good = torch.tensor([signals.pos[t] for _, t, _ in pairs])
+    bad = torch.tensor([signals.pos[b] for _, _, b in pairs])
+    rows = torch.arange(len(pairs))
+    return torch.nn.functional.softplus(logits[rows, bad] - logits[rows, good]).mean()
+
