@@ -21,7 +21,6 @@ from recagent.tools.settings import ConfigError
 from .conversation import Conversation, merge_constraints
 
 CANDIDATES = 40  # retrieved before ranking
-HEAD_EXTRA = 0  # the ranking head's own top items over the whole catalog that join the candidates (see below)
 log = logging.getLogger("recagent")
 SHOWN = 5  # recommended per turn
 MAX_LIST_ARGS = 4  # the most titles, filters or rejections in one tool call
@@ -285,43 +284,30 @@ class CatalogTools:
         started = time.perf_counter()
         ranker = self.catalog.ranker() if hits else None
         if ranker is not None:
-            ranked = self._rank_with_head(ranker, hits, query, exclude, where is None and not notes)[:SHOWN]
+            ranked = self._rank_with_head(ranker, hits, query, exclude)[:SHOWN]
         else:
             ranked = rank_candidates(hits, set(self.conversation.disliked))[:SHOWN]
         ranking = time.perf_counter() - started
         text = compact(ranked) if ranked else "no matching items"
         return ToolResult(items=ranked, text=text, notes=notes, retrieval_seconds=retrieval, ranking_seconds=ranking)
 
-    def _rank_with_head(self, ranker, hits: list[Hit], query: str | None, exclude: set, whole_catalog: bool
-                        ) -> list[Ranked]:
-        """Order the candidates by the learned head. The context: liked items, and the request (the tool's
-        query, else the user's recent messages). Candidates: the retrieval hits; HEAD_EXTRA > 0 adds the
-        head's own best items over the whole catalog when there are no filters (as `eval redial` does). It is 0
-        because the head, trained on ReDial's conversational suggestions, favours popular films over the
-        literal request ("a shark attack movie" -> Die Hard above Jaws); within the hits it keeps to the topic."""
+    def _rank_with_head(self, ranker, hits: list[Hit], query: str | None, exclude: set) -> list[Ranked]:
+        """Order the retrieval hits by the learned head. The context: liked items, and the request (the tool's
+        query, else the user's recent messages). Only the hits are ranked, not the whole catalog as `eval redial`
+        does: the head, trained on ReDial's conversational suggestions, favours popular films over the literal
+        request ("a shark attack movie" -> Die Hard above Jaws); within the hits it keeps to the topic."""
         from recagent.tools.ranker import Context
 
         users = [m.content for m in self.conversation.messages if m.role == "user"][-3:]
-        text = query or " ".join(users)
-        ctx = Context(items=list(self.conversation.liked), text=text, exclude=set(exclude),
+        ctx = Context(items=list(self.conversation.liked), text=query or " ".join(users), exclude=set(exclude),
                       disliked=list(self.conversation.disliked))
         scores = ranker.score([ctx], self.catalog.index.settings)[0]
         pos = ranker.signals.pos
-        similarity = {h.id: h.score for h in hits}
-        ids = [h.id for h in hits if h.id in pos]
-        if whole_catalog and HEAD_EXTRA:
-            for j in np.argsort(-scores)[:HEAD_EXTRA]:
-                item = ranker.signals.ids[j]
-                if np.isfinite(scores[j]) and item not in similarity and item in self.catalog.meta:
-                    ids.append(item)
         ranked = []
-        for item in ids:
-            meta = self.catalog.meta.get(item) or next((h.metadata for h in hits if h.id == item), {})
-            sim = similarity.get(item)
-            if sim is None:
-                sim = float(ranker.signals.content[pos[item]] @ (ctx.text_vector if ctx.text_vector is not None
-                                                                 else np.zeros(ranker.signals.content.shape[1])))
-            ranked.append(Ranked(item, meta.get("title", item), float(scores[pos[item]]), meta, sim))
+        for hit in hits:
+            if hit.id in pos:
+                meta = self.catalog.meta.get(hit.id) or hit.metadata
+                ranked.append(Ranked(hit.id, meta.get("title", hit.id), float(scores[pos[hit.id]]), meta, hit.score))
         ranked.sort(key=lambda r: -r.score)
         return ranked
 

@@ -106,13 +106,13 @@ def _fields(where: dict | None) -> set[str]:
     return names
 
 
-def _source_first(image, hits: list[Hit], lookalikes: list[Hit] | None = None) -> list[Hit]:
-    """Move the candidate that is the query's own source photo, if one is, to the front (checked among the
-    first VERIFY of `lookalikes`, by default `hits`)."""
+def _source_first(image, hits: list[Hit], lookalikes: list[Hit]) -> list[Hit]:
+    """Move the candidate that is the query's own source photo, if one is, to the front of `hits` (checked
+    among the first VERIFY of `lookalikes`: the same hits ordered by how they look)."""
     from .images import ImageError, duplicate_scores, load_image
 
     checked, photos = [], []
-    for hit in (lookalikes or hits)[:VERIFY]:
+    for hit in lookalikes[:VERIFY]:
         path = hit.metadata.get("_image")
         if not path:
             continue

@@ -227,8 +227,8 @@ def calibrate_facets(model, train: TrainingSet, val: TrainingSet, size: int, poo
     with torch.no_grad():
         gallery_texts = model.adapt_texts(torch.from_numpy(np.concatenate([train.texts, val.texts]))).numpy()
     queries = gallery_photos[len(train.items):]
-    labels = {name: np.concatenate([head_labels(train.items, model.config.heads)[name],
-                                    head_labels(val.items, model.config.heads)[name]]) for name in model.heads}
+    train_labels, val_labels = head_labels(train.items, model.config.heads), head_labels(val.items, model.config.heads)
+    labels = {name: np.concatenate([train_labels[name], val_labels[name]]) for name in model.heads}
     with torch.no_grad():
         logp = {name: torch.log_softmax(x, -1).numpy() for name, x in model.head_logits(torch.from_numpy(queries)).items()}
     pools = []
