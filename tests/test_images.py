@@ -133,6 +133,40 @@ def test_a_photo_finds_items_of_its_type(settings, fashion_images):
     assert np.mean(shares) >= 0.7, shares
 
 
+def test_a_photo_keeps_its_colour(settings, fashion_images):
+    shares = []
+    for colour, kind in (("Red", "Tshirts"), ("Blue", "Shirts"), ("Black", "Casual Shoes")):
+        for item in held_out_items(settings, 5, baseColour=colour, articleType=kind):
+            hits = retrieve_candidates(fashion_images, photo=item.image, k=5, exclude={item.id})
+            shares.append(np.mean([(h.metadata["baseColour"], h.metadata["articleType"]) == (colour, kind)
+                                   for h in hits]))
+    # held-out photos: most of each top 5 has both the photo's colour and its type (random: under 0.01)
+    assert np.mean(shares) >= 0.6, shares
+
+
+def test_attribute_heads_predict_held_out_fields(settings):
+    encoder = image_encoder(settings, "fashion")
+    assert set(encoder.facet_weights) == set(encoder.text_facet_weights) == {"articleType", "baseColour"}
+    items = held_out_items(settings, 200)
+    vectors = encoder.embed_images([load_image(it.image) for it in items])
+    right = {"articleType": [], "baseColour": []}
+    for item, vector in zip(items, vectors):
+        for name, logp in encoder.field_logprobs(vector).items():
+            right[name].append(max(logp, key=logp.get) == item.metadata.get(name))
+    assert np.mean(right["articleType"]) >= 0.7 and np.mean(right["baseColour"]) >= 0.5, \
+        {k: np.mean(v) for k, v in right.items()}
+
+
+def test_words_that_name_a_colour_and_a_kind():
+    from recagent.tools.images import named_head_values
+
+    heads = {"baseColour": ["Blue", "Navy Blue", "Red"], "articleType": ["Tshirts", "Casual Shoes", "Jeans"]}
+    assert named_head_values("a red T-shirt please", heads) == {"baseColour": "Red", "articleType": "Tshirts"}
+    assert named_head_values("navy blue jeans", heads) == {"baseColour": "Navy Blue", "articleType": "Jeans"}
+    assert named_head_values("black casual shoe", heads) == {"articleType": "Casual Shoes"}
+    assert named_head_values("something nice", heads) == {}
+
+
 def test_a_constrained_field_is_left_to_the_filter():
     from recagent.tools.retrieval import _fields
 
@@ -144,6 +178,8 @@ def test_text_finds_photos(settings, fashion_images):
     hits = retrieve_candidates(fashion_images, "black watch", by="image", k=10)
     assert sum(h.metadata["articleType"] == "Watches" for h in hits) >= 8
     assert sum(h.metadata["baseColour"] == "Black" for h in hits) >= 6
+    hits = retrieve_candidates(fashion_images, "a red t-shirt", by="image", k=10)
+    assert sum((h.metadata["baseColour"], h.metadata["articleType"]) == ("Red", "Tshirts") for h in hits) >= 8
 
 
 def test_a_perturbed_photo_finds_itself(settings, fashion_images):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .catalog import singular
 from .models import MissingModelError, shared
 from .settings import Settings
 
 MAX_PIXELS = 50_000_000   # larger images are refused before they are decoded (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
+FACET_FLOOR = -5.0  # a log-probability term is floored here: one unlikely field cannot bury an item
 
 
 class ImageError(Exception):
@@ -107,6 +110,7 @@ class ImageEncoder:
     settings: Settings
     image_size: int = 96
     facet_weights: dict = field(default_factory=dict)  # catalog field -> weight of its head in photo retrieval
+    text_facet_weights: dict = field(default_factory=dict)  # ... in words-against-photos search
 
     @property
     def shares_text_space(self) -> bool:
@@ -152,6 +156,26 @@ class ImageEncoder:
 
         with torch.inference_mode():
             return self.model.adapt_texts(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
+
+    def named_field_values(self, text: str) -> dict[str, str]:
+        """The head values a request names outright: "red t-shirt" -> {baseColour: Red, articleType: Tshirts}."""
+        heads = getattr(getattr(self.model, "config", None), "heads", None) or {}
+        return named_head_values(text, {n: v for n, v in heads.items() if self.text_facet_weights.get(n)})
+
+    def text_facet_terms(self, text: str, vectors: np.ndarray) -> np.ndarray:
+        """Per photo (N,): sum over the head values the text names of weight * max(log p(value | photo), floor)."""
+        named = self.named_field_values(text)
+        terms = np.zeros(len(vectors), np.float32)
+        if not named or len(vectors) == 0:
+            return terms
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model.head_logits(torch.from_numpy(np.asarray(vectors, dtype=np.float32)))
+        for name, value in named.items():
+            logp = torch.log_softmax(logits[name], -1)[:, self.model.config.heads[name].index(value)].numpy()
+            terms += self.text_facet_weights[name] * np.maximum(logp, FACET_FLOOR)
+        return terms
 
     def field_logprobs(self, vector: np.ndarray) -> dict[str, dict[str, float]]:
         """{field: {value: log p(value | photo)}} from the tower's attribute heads (empty without heads)."""
@@ -202,8 +226,9 @@ def load_catalog_encoder(path: Path, settings: Settings) -> ImageEncoder:
         raise MissingModelError(f"image encoder {path} cannot be loaded ({exc.__class__.__name__}: {exc})") from None
     model.eval()
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
-    facets = checkpoint.get("meta", {}).get("facet_weights") or {}
-    return ImageEncoder(f"catalog-{digest}", model, None, None, settings, config.image_size, facets)
+    meta = checkpoint.get("meta", {})
+    return ImageEncoder(f"catalog-{digest}", model, None, None, settings, config.image_size,
+                        meta.get("facet_weights") or {}, meta.get("text_facet_weights") or {})
 
 
 def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageEncoder:
@@ -265,3 +290,25 @@ def duplicate_scores(query, candidates: list) -> np.ndarray:
 def embed_image(source: str | Path | bytes, settings: Settings | None = None, catalog: str | None = None) -> np.ndarray:
     """One photo (path or bytes) -> its L2-normalised vector in the configured encoder's space."""
     return image_encoder(settings, catalog).embed_images([load_image(source)])[0]
+
+
+def named_head_values(text: str, heads: dict[str, list[str]]) -> dict[str, str]:
+    """{field: value} for each head value the text names outright, longest first ("Navy Blue" before "Blue")."""
+    said = f" {_plain_words(text)} "
+    out = {}
+    for name, values in heads.items():
+        for value in sorted(values, key=len, reverse=True):
+            if any(f and f" {f} " in said for f in {_plain_words(value), _plain_words(singular(value))}):
+                out[name] = value
+                break
+    return out
+
+
+def _plain_words(text: str) -> str:
+    """Lower case, hyphens dropped, other non-letters as spaces: "T-Shirts" -> "tshirts"."""
+    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower().replace("-", "")).split())
+
+
+def attribute_phrase(colour: str, kind: str) -> str:
+    """How a person asks for a catalog colour and type: ("Red", "Tshirts") -> "red t-shirt"."""
+    return f"{colour} {singular(kind)}".lower().replace("tshirt", "t-shirt")

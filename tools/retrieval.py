@@ -1,6 +1,8 @@
 """`retrieve_candidates`: text, photo, or both fused, against a catalog's text and image vectors.
 
 - by text: the words against the items' text vectors (MiniLM);
+- words against photos: the encoder's text vector against the image vectors, plus, with attribute heads, the
+  heads' say on a colour or kind the words name ("red t-shirt");
 - by photo: PHOTO_SELF * cos(photo, item photo) + (1 - PHOTO_SELF) * cos(photo, item text) when the image
   encoder shares the text space (the offline default): an item is found both because its photo looks
   like the query and because its description reads like it (cleaner for type and colour). A candidate
@@ -21,13 +23,13 @@ from typing import Iterable
 
 import numpy as np
 
+from .images import FACET_FLOOR
 from .index import CatalogIndex, Hit
 
 PHOTO_SELF = 0.5
 IMAGE_WEIGHT = 0.6
 TEXT_WEIGHT = 0.4
 POOL = 100  # candidates taken from each list before fusing
-FACET_FLOOR = -5.0  # a candidate's log-probability term is floored here: one unlikely field cannot bury it
 VERIFY = 30  # candidates checked for being the very same photo
 DUPLICATE_THRESHOLD = 0.95  # duplicate_scores above this: the same photo (measured in evals/eval_images.py)
 
@@ -47,8 +49,7 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
     if image is not None and photo_vector is None:
         photo_vector = encoder.embed_images([image])[0]
     if not has_photo:  # words against photos
-        vector = encoder.embed_texts([query or ""])[0]
-        return index.search_images(vector, k=k, where=where, exclude=exclude, encoder_key=encoder.key)
+        return _words_against_photos(index, encoder, query or "", k, where, exclude)
     photo_vector = np.asarray(photo_vector, dtype=np.float32)
     text_vector = None
     if by == "fused" and query:
@@ -90,6 +91,23 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
     if image is not None:  # the source photo is looked for among the best-looking candidates, field terms apart
         hits = _source_first(image, hits, sorted(hits, key=lambda h: -looks[h.id]))
     return hits[:k]
+
+
+def _words_against_photos(index: CatalogIndex, encoder, query: str, k: int, where: dict | None,
+                          exclude: Iterable[str]) -> list[Hit]:
+    """Photos closest to the words; with attribute heads, a colour or kind the words name outright ("red
+    t-shirt") also counts as weight * log p(that value | the photo)."""
+    vector = encoder.embed_texts([query])[0]
+    if not encoder.named_field_values(query):
+        return index.search_images(vector, k=k, where=where, exclude=exclude, encoder_key=encoder.key)
+    pool = index.search_images(vector, k=max(POOL, k), where=where, exclude=exclude, encoder_key=encoder.key)
+    photos = index.vectors([h.id for h in pool], images=True)
+    pool = [h for h in pool if h.id in photos]
+    if not pool:
+        return []
+    terms = encoder.text_facet_terms(query, np.stack([photos[h.id] for h in pool]))
+    hits = [Hit(h.id, h.title, h.score + float(t), h.metadata) for h, t in zip(pool, terms)]
+    return sorted(hits, key=lambda h: -h.score)[:k]
 
 
 def _fields(where: dict | None) -> set[str]:

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ DEFAULT_HEADS = ("articleType", "baseColour")
 HEAD_MIN_COUNT = 20
 HEAD_WEIGHT = 0.5
 FACET_GRID = (0.0, 0.02, 0.05, 0.1, 0.2)  # weights tried for each head's term (calibrate_facets)
+TEXT_FACET_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # ... in words-against-photos search
 
 
 def md5_order(items: list[Item]) -> list[Item]:
@@ -256,6 +258,49 @@ def calibrate_facets(model, train: TrainingSet, val: TrainingSet, size: int, poo
     return weights
 
 
+def calibrate_text_facets(model, val: TrainingSet, size: int, settings: Settings, min_count: int = 3) -> dict:
+    """Each head's weight in words-against-photos search, chosen on the validation photos.
+
+    The queries are "<colour> <type>" for every pair that at least min_count validation products share;
+    a photo scores cos(adapted words, photo) plus, per head whose value the words name, weight * log p(value |
+    photo) (tools/retrieval.py). Coordinate ascent over TEXT_FACET_GRID maximises precision@10 (both must match).
+    """
+    import torch
+
+    from .images import FACET_FLOOR, attribute_phrase, named_head_values
+    from .models import embed_texts
+
+    heads = model.config.heads
+    if not {"articleType", "baseColour"} <= set(heads) or not val.items:
+        return {}
+    photos = embed_photos(model, val.photos, size)
+    with torch.no_grad():
+        logp = {n: torch.log_softmax(x, -1).numpy() for n, x in model.head_logits(torch.from_numpy(photos)).items()}
+    kinds = [(it.metadata.get("baseColour"), it.metadata.get("articleType")) for it in val.items]
+    pairs = [pair for pair, n in Counter(kinds).items() if n >= min_count and all(pair)]
+    phrases = [attribute_phrase(colour, kind) for colour, kind in pairs]
+    with torch.no_grad():
+        words = model.adapt_texts(torch.from_numpy(embed_texts(phrases, settings))).numpy()
+    rows = []
+    for pair, phrase, vector in zip(pairs, phrases, words):
+        named = named_head_values(phrase, heads)
+        terms = {n: np.maximum(logp[n][:, heads[n].index(v)], FACET_FLOOR) for n, v in named.items()}
+        rows.append((pair, photos @ vector, terms))
+
+    def precision(weights: dict) -> float:
+        scores = []
+        for pair, base, terms in rows:
+            top = np.argsort(-(base + sum(weights[n] * t for n, t in terms.items())))[:10]
+            scores.append(np.mean([kinds[j] == pair for j in top]))
+        return float(np.mean(scores)) if scores else 0.0
+
+    weights = {name: 0.0 for name in heads}
+    for _ in range(2):
+        for name in weights:
+            weights[name] = max(TEXT_FACET_GRID, key=lambda w: precision({**weights, name: w}))
+    return weights
+
+
 def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epochs: int = 14,
                         batch_size: int = 256, lr: float = 2e-3, instance_weight: float = 0.5, seed: int = 0,
                         limit: int | None = None, progress: bool = True, log=print, config=None,
@@ -341,13 +386,37 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch + 1,
                     "history": history, "seconds": elapsed, "rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, state_path)
-    facets = calibrate_facets(model, train, val, config.image_size)
-    if facets:
-        log(f"facet weights (chosen on the validation photos): {facets}")
+    weights = calibrate(model, train, val, config.image_size, settings, log)
     export(model, config, out, {**meta, "train_pairs": len(train.items), "history": history,
                                 "train_seconds": round(elapsed, 1), "holdout": "fashion: 1,000 lowest md5(id)",
-                                "facet_weights": facets})
-    return {"checkpoint": str(out), "history": history, "seconds": elapsed, "facet_weights": facets}
+                                **weights})
+    return {"checkpoint": str(out), "history": history, "seconds": elapsed, **weights}
+
+
+def calibrate(model, train: TrainingSet, val: TrainingSet, size: int, settings: Settings, log=print) -> dict:
+    """The heads' weights in photo search and in words-against-photos search, chosen on the validation photos."""
+    weights = {"facet_weights": calibrate_facets(model, train, val, size),
+               "text_facet_weights": calibrate_text_facets(model, val, size, settings)}
+    if any(weights.values()):
+        log(f"head weights (chosen on the validation photos): {weights}")
+    return weights
+
+
+def recalibrate(path: Path, settings: Settings, progress: bool = True, log=print) -> dict:
+    """Choose a trained checkpoint's head weights again (same data, same rule as after training); rewrites it."""
+    import torch
+
+    from .image_encoder import ImageEncoderConfig, ImageTower
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    config = ImageEncoderConfig.from_dict(checkpoint["config"])
+    model = ImageTower(config)
+    model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
+    model.eval()
+    train, val = training_sets(checkpoint["meta"]["catalogs"], settings, progress, checkpoint["meta"].get("limit"))
+    weights = calibrate(model, train, val, config.image_size, settings, log)
+    export(model, config, path, {**checkpoint["meta"], **weights})
+    return weights
 
 
 def export(model, config, out: Path, meta: dict) -> None:
