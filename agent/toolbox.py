@@ -114,7 +114,7 @@ _SYNONYMS = {
     "fantasy": "magic wizard dragon", "action": "explosions fight", "drama": "dramatic emotional",
     "adventure": "quest journey",
 }
-_YEAR_WORDS = re.compile(r"\b(older|old|newer|new|recent|latest|classic|before|after|since|until|decade|\d0s|\d{4}|"
+_YEAR_WORDS = re.compile(r"\b(older|old|newer|new|recent|latest|classic|before|after|since|until|decade|(?:\d\d)?\d0s|\d{4}|"
                          r"modern|vintage|era|century)\b")
 
 
@@ -213,7 +213,9 @@ class CatalogTools:
         if not item_id:
             raise ToolError(f"'{title}' is not in the catalog")
         meta = self.catalog.meta[item_id]
-        fields = {k: v for k, v in meta.items() if not k.startswith("_")}
+        # Sorted: the store gives the keys in a different order in each process, and the planner's prompt must
+        # not change with it (recorded evaluation runs replay only if every prompt is the same).
+        fields = {k: v for k, v in sorted(meta.items()) if not k.startswith("_")}
         return ToolResult(text="; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in fields.items()))
 
     def ask_user(self, question: str) -> ToolResult:
@@ -300,14 +302,16 @@ class CatalogTools:
 
         users = [m.content for m in self.conversation.messages if m.role == "user"][-3:]
         ctx = Context(items=list(self.conversation.liked), text=query or " ".join(users), exclude=set(exclude),
-                      disliked=list(self.conversation.disliked))
+                      disliked=list(self.conversation.disliked), seeker_text=" ".join(users)[-1000:],
+                      last_text=users[-1] if users else "")
         scores = ranker.score([ctx], self.catalog.index.settings)[0]
         pos = ranker.signals.pos
         ranked = []
         for hit in hits:
             if hit.id in pos:
                 meta = self.catalog.meta.get(hit.id) or hit.metadata
-                ranked.append(Ranked(hit.id, meta.get("title", hit.id), float(scores[pos[hit.id]]), meta, hit.score))
+                # hit.title ("Title (Year)"), as the simple scorer (tools/ranking.py) shows it
+                ranked.append(Ranked(hit.id, hit.title, float(scores[pos[hit.id]]), meta, hit.score))
         ranked.sort(key=lambda r: -r.score)
         return ranked
 

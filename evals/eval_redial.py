@@ -43,10 +43,9 @@ def recalls(ranks: np.ndarray) -> dict:
 
 
 def _contexts(samples, planner_text: bool = False):
-    from recagent.tools.ranker import Context, conversation_text
+    from recagent.tools.ranker import conversation_context
 
-    return [Context(items=[m.item for m in s.mentions], text=conversation_text(s.messages), exclude=set(s.exclude))
-            for s in samples]
+    return [conversation_context(s.messages, [m.item for m in s.mentions], s.exclude) for s in samples]
 
 
 def run_redial_eval(settings, data: str | Path, limit: int | None = None, planner: str = "none",

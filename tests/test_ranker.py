@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from recagent.tools.catalog import load_catalog
-from recagent.tools.ranker import (FEATURES, HISTORY, SHIPPED, Context, build_signals, features, load_checkpoint,
-                                   load_ranker, recency_weights, requested_genres)
+from recagent.tools.ranker import (CONVERSATION, FEATURES, HISTORY, SHIPPED, Context, RankerConfig, batch_inputs,
+                                   build_signals, conversation_context, embed_contexts, features, item_knn,
+                                   load_checkpoint, load_ranker, make_head, recency_weights, requested_genres)
 from recagent.tools.redial import default_mapping, load_dialogues, protocol_samples, redial_dir
 from recagent.tools.train_ranker import train_ranker
 
@@ -42,6 +43,53 @@ def test_features_follow_the_context(settings, movies, signals):
         "Horror")] == 1.0
     w = recency_weights(3, 0.5)
     assert w.sum() == pytest.approx(1.0) and w[2] > w[1] > w[0]  # the newest weighs most
+
+
+def test_conversation_features_knn_content_genres_and_texts(settings, movies, signals):
+    toy = _by_title(movies, "Toy Story (1995)")
+    messages = [("seeker", "Hi! I loved Toy Story (1995)."), ("recommender", "What else do you like?"),
+                ("seeker", "something animated and funny for my kids")]
+    ctx = conversation_context(messages, [toy], {toy})
+    assert ctx.seeker_text.endswith("funny for my kids") and ctx.last_text == messages[-1][1]
+    embed_contexts([ctx], settings)
+    assert ctx.text_vector is not None and ctx.seeker_vector is not None and ctx.last_vector is not None
+    f = features(signals, [ctx], RankerConfig())[0]
+    col = {name: j for j, name in enumerate(FEATURES)}
+    toy2 = signals.pos[_by_title(movies, "Toy Story 2 (1999)")]
+    heat = signals.pos[_by_title(movies, "Heat (1995)")]
+    for name in ("ml_knn", "ml_knn_all", "content_max", "genre_liked", "text_seeker", "text_last"):
+        assert f[toy2, col[name]] > f[heat, col[name]], name
+    assert 0.0 <= f[:, col["ml_pop_recent"]].min() and f[:, col["ml_pop_recent"]].max() == pytest.approx(1.0)
+    # a rating history: no item-kNN from the matrix that holds the user's own ratings, no text
+    hist = Context(items=[toy], kind=HISTORY, exclude={toy})
+    h = features(signals, [hist], RankerConfig())[0]
+    for name in ("ml_knn", "ml_knn_all", "content_max", "text_seeker", "text_last"):
+        assert not h[:, col[name]].any(), name
+    # each item keeps at most k neighbours, never itself
+    knn = item_knn(signals.R, 5)
+    assert np.diff(knn.indptr).max() <= 5 and knn.diagonal().max() == 0.0
+
+
+def test_conversations_are_scored_by_the_feature_mixture(settings, movies, signals):
+    """With conversation_embeddings off (the default), the id embeddings and item biases do not move the
+    scores of a conversation, only those of a rating history."""
+    import torch
+
+    toy = _by_title(movies, "Toy Story (1995)")
+    ctxs = [Context(items=[toy], text="seeker: a funny movie", exclude={toy}, kind=CONVERSATION),
+            Context(items=[toy], kind=HISTORY, exclude={toy})]
+    embed_contexts(ctxs, settings)
+    config = RankerConfig()
+    torch.manual_seed(0)
+    head = make_head(signals.n, config)
+    content = torch.from_numpy(signals.content)
+    with torch.no_grad():
+        head.feature_weights.normal_()
+        before = head(*batch_inputs(signals, ctxs, config), content)
+        head.item_id.weight.normal_()
+        head.item_bias.weight.normal_()
+        after = head(*batch_inputs(signals, ctxs, config), content)
+    assert torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])
 
 
 def test_redial_counts_leave_the_dialogue_out(settings, movies, signals):
@@ -96,15 +144,13 @@ def test_no_checkpoint_means_no_head(settings):
 def test_shipped_head_beats_popularity(settings, movies, signals):
     """On ReDial dev (never used for training or choices) and on MovieLens users' held-out last ratings."""
     from recagent.evals.eval_redial import ranks_of
-    from recagent.tools.ranker import conversation_text
     from recagent.tools.train_ranker import movielens_split
 
     ranker = load_ranker(settings, path=SHIPPED, signals=signals)
     titles = {it.id: it.title for it in movies.items}
     samples = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", limit=60),
                                default_mapping(settings), titles)
-    ctxs = [Context(items=[m.item for m in s.mentions], text=conversation_text(s.messages), exclude=s.exclude)
-            for s in samples]
+    ctxs = [conversation_context(s.messages, [m.item for m in s.mentions], s.exclude) for s in samples]
     targets = np.array([signals.pos[s.target] for s in samples])
     head = ranks_of(ranker.score(ctxs, settings), targets)
     pop = np.broadcast_to(signals.popularity, (len(samples), signals.n)).copy()

@@ -17,12 +17,30 @@ For a context u (a conversation, or a user's rating history) and an item i:
   E_id and the per-item b_i learn from rating histories only (conversation examples train the rest: with a
   few hundred dialogues the per-item parameters memorise them, measured: ReDial valid Recall@10 0.35 but
   dev 0.09)
-  w_f  learned weights, one set per kind of context (0: conversation, 1: rating history), on the features:
+  w_f  learned weights, one set per kind of context (0: conversation, 1: rating history), on the features.
+
+For a conversation the default score is the feature mixture alone, sum_f w_f * feature_f(u, i)
+(RankerConfig.conversation_embeddings = False): <u, v_i> and b_i then serve rating histories only. With a few
+hundred training dialogues a learned mixture over strong signals transfers to new dialogues better than the
+projections (measured on ReDial dev, see docs/benchmarks.md).
+
+The features:
+
 
   text          cosine of the text request and the item's content vector (what retrieval scores)
   content       cosine of the recency-weighted mean content vector of the mentioned items and the item's
   genre         share of the genres the text asks for ("a funny movie" -> Comedy) that the item has
   ml_cooc       item-kNN from MovieLens ratings: sum_m a_m * cos(m, i) over the users' co-ratings
+  ml_knn        the same with each item's `knn` nearest neighbours only (classic item-kNN), recency-weighted;
+                conversations only (for a MovieLens user the matrix holds the user's own ratings: a leak)
+  ml_knn_all    the same, every mentioned item weighted equally
+  ml_pop_recent log of the MovieLens rating count since `recent_since` (what was popular when ReDial was
+                collected, 2017-18), scaled to 0..1
+  content_max   the largest cosine of a mentioned item's content vector and the item's (conversations only:
+                a rating history's 20 items make it slow to train, and `content` covers them)
+  genre_liked   cosine of the genre profile of the mentioned items (MovieLens genres) and the item's genres
+  text_seeker   cosine of the seeker's own words (all their messages) and the item's content vector
+  text_last     cosine of the last message and the item's content vector
   redial_cooc   ReDial train + valid dialogues: how often i was suggested after m was mentioned, sum_m a_m * count
   redial_comention  how often i and m were mentioned in the same ReDial train or valid dialogue
   redial_pop    log of how often i was suggested in the ReDial train dialogues
@@ -56,6 +74,7 @@ import numpy as np
 FEATURES = ("text", "content", "genre", "ml_cooc", "redial_cooc", "redial_comention", "redial_pop",
             "redial_mentioned", "popularity", "quality", "year", "before_1970", "1970s", "1980s", "1990s", "2000s",
             "since_2010", "pop_before_1970", "pop_1970s", "pop_1980s", "pop_1990s", "pop_2000s", "pop_since_2010",
+            "ml_knn", "ml_knn_all", "ml_pop_recent", "content_max", "genre_liked", "text_seeker", "text_last",
             "image", "constraint")
 UNTRAINED = ("image", "constraint")  # see RankingHead.learned
 DECADES = ((0, 1970), (1970, 1980), (1980, 1990), (1990, 2000), (2000, 2010), (2010, 3000))
@@ -82,6 +101,9 @@ class RankerConfig:
     content_dim: int = 384  # MiniLM
     redial_files: tuple[str, ...] = ("train.jsonl", "valid.jsonl")  # ReDial dialogues behind the features
     mapping: str = "redial_to_movielens.csv"  # behind the ReDial features: that file, or "recagent" (match_titles)
+    knn: int = 100  # neighbours per item in the ml_knn features
+    recent_since: int = 2015  # ml_pop_recent counts the MovieLens ratings from this year on
+    conversation_embeddings: bool = False  # conversations also scored by <u, v_i> + b_i (False: features only)
 
 
 # ---- the data behind the features ----------------------------------------------------------------
@@ -101,7 +123,8 @@ class Signals:
 
     def __init__(self, ids: list[str], content: np.ndarray, popularity: np.ndarray, quality: np.ndarray,
                  year: np.ndarray, genres: np.ndarray | None = None, ratings=None,
-                 dialogues: list[dict] | None = None, mapping: dict | None = None, image: np.ndarray | None = None):
+                 dialogues: list[dict] | None = None, mapping: dict | None = None, image: np.ndarray | None = None,
+                 recent: np.ndarray | None = None, knn: int = 100):
         from scipy import sparse
 
         self.ids = list(ids)
@@ -122,6 +145,8 @@ class Signals:
         counts = np.asarray(self.R.sum(axis=0)).ravel().astype(np.float32)
         self.inv_norm = (1.0 / np.sqrt(counts + 1.0)).astype(np.float32)
         self.RT = self.R.T.tocsr()
+        self.knn = item_knn(self.R, knn)  # [N, N] sparse, each row an item's top-`knn` cosine neighbours
+        self.recent = (recent if recent is not None else np.zeros(n)).astype(np.float32)  # [N], 0..1
         # ReDial: mentioned -> suggested counts, co-mentions, suggestion counts; per dialogue for leave-out.
         self.per_dialogue: dict[str, DialogueCounts] = {}
         pairs: dict[tuple[int, int], float] = {}
@@ -148,6 +173,30 @@ class Signals:
     @property
     def n(self) -> int:
         return len(self.ids)
+
+
+def item_knn(R, k: int):
+    """Item-item cosine over the users' co-ratings, each row keeping its k largest values: sparse [N, N]."""
+    from scipy import sparse
+
+    n = R.shape[1]
+    if R.shape[0] == 0 or R.nnz == 0 or k <= 0:
+        return sparse.csr_matrix((n, n), dtype=np.float32)
+    RT = R.T.tocsr()
+    inv = 1.0 / np.sqrt(np.maximum(np.asarray(R.sum(axis=0)).ravel(), 1.0)).astype(np.float32)  # [N]
+    k = min(k, n - 1)
+    rows, cols, vals = [], [], []
+    for lo in range(0, n, 1024):  # [chunk, users] @ [users, N], dense per chunk
+        sims = np.asarray((RT[lo: lo + 1024] @ R).todense(), np.float32)
+        sims *= inv[lo: lo + 1024, None] * inv[None, :]
+        sims[np.arange(sims.shape[0]), np.arange(lo, lo + sims.shape[0])] = 0.0  # not its own neighbour
+        top = np.argpartition(-sims, k, axis=1)[:, :k]  # [chunk, k]
+        v = np.take_along_axis(sims, top, axis=1)
+        keep = v > 0
+        rows.append((np.arange(lo, lo + sims.shape[0])[:, None] + 0 * top)[keep])
+        cols.append(top[keep])
+        vals.append(v[keep])
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
 def _sparse(counts: dict[tuple[int, int], float], n: int):
@@ -209,9 +258,10 @@ def build_signals(settings, catalog=None, config: RankerConfig | None = None, ra
                         if int(it.metadata.get("ratings", 0) or 0) >= 10 else 0.0 for it in items], np.float32)
     year = np.array([min(max((int(it.metadata.get("year", 1990) or 1990) - 1920) / 100.0, 0.0), 1.0)
                      for it in items], np.float32)
+    all_rows = read_ratings(settings)
     if ratings_rows is None:
-        ratings_rows = read_ratings(settings)
-        ratings_rows = [(u, m) for u, m, _, _ in ratings_rows]
+        ratings_rows = [(u, m) for u, m, _, _ in all_rows]
+    recent = recent_popularity(all_rows, set(ratings_rows), ids, config.recent_since)
     genres = np.array([[g in (it.metadata.get("genres") or []) for g in GENRE_WORDS] for it in items], np.float32)
     R = ratings_matrix(ratings_rows, ids)
     mapping = {}
@@ -223,7 +273,23 @@ def build_signals(settings, catalog=None, config: RankerConfig | None = None, ra
                 dialogues.extend(load_dialogues(redial_dir(settings) / name))
     if dialogues:
         mapping = signal_mapping(settings, config, catalog)
-    return Signals(ids, content, popularity, quality, year, genres, R, dialogues, mapping)
+    return Signals(ids, content, popularity, quality, year, genres, R, dialogues, mapping, recent=recent,
+                   knn=config.knn)
+
+
+def recent_popularity(rows, known: set, ids: list[str], since: int) -> np.ndarray:
+    """[N] log1p of each item's rating count from the year `since` on (only (user, item) pairs in `known`),
+    scaled to 0..1."""
+    import datetime
+
+    start = datetime.datetime(since, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+    pos = {item: n for n, item in enumerate(ids)}
+    counts = np.zeros(len(ids), np.float32)
+    for user, movie, _rating, ts in rows:
+        if ts >= start and movie in pos and (user, movie) in known:
+            counts[pos[movie]] += 1.0
+    counts = np.log1p(counts)
+    return counts / max(float(counts.max()), 1e-6)
 
 
 def signal_mapping(settings, config: RankerConfig, catalog) -> dict[str, str]:
@@ -276,6 +342,10 @@ class Context:
     exclude: set[str] = field(default_factory=set)  # never ranked (mentioned earlier, shown, disliked)
     disliked: list[str] = field(default_factory=list)
     text_vector: np.ndarray | None = None  # [384]; computed from text when missing
+    seeker_text: str = ""  # the user's own words (all their messages); "" -> the text request is used
+    last_text: str = ""  # the last message; "" -> the text request is used
+    seeker_vector: np.ndarray | None = None  # [384] of seeker_text
+    last_vector: np.ndarray | None = None  # [384] of last_text
     image_vector: np.ndarray | None = None  # a photo's vector, in the space of Signals.image
     allowed: np.ndarray | None = None  # [N] bool: items passing the filters (None: all)
     user_row: int | None = None  # MovieLens user row to leave out of ml_cooc (the user's own ratings)
@@ -332,6 +402,27 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
     mean = np.asarray(A @ signals.content)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
     out[:, :, f["content"]] = mean @ signals.content.T
+    # content_max, genre_liked: per context, over its items' content vectors [L, 384] and genres [L, G]
+    gnorm = np.maximum(np.linalg.norm(signals.genres, axis=1), 1e-6)  # [N]
+    for k, ctx in enumerate(contexts):
+        idx, _ = context_items(signals, ctx, config)
+        if len(idx) and ctx.kind == CONVERSATION:
+            out[k, :, f["content_max"]] = (signals.content[idx] @ signals.content.T).max(0)  # [L, N] -> [N]
+        if len(idx):
+            profile = signals.genres[idx].mean(0)  # [G]
+            out[k, :, f["genre_liked"]] = (signals.genres @ profile) / (gnorm * max(np.linalg.norm(profile), 1e-6))
+    # text_seeker, text_last: [B, 384] @ [384, N]; without their own texts, the text request stands in
+    for name, attr in (("text_seeker", "seeker_vector"), ("text_last", "last_vector")):
+        v = np.stack([getattr(c, attr) if getattr(c, attr) is not None else tv[k] for k, c in enumerate(contexts)])
+        out[:, :, f[name]] = v @ signals.content.T
+    # ml_knn, ml_knn_all: A [B, N] (recency weights) or uniform weights over the items @ knn [N, N]
+    conv = np.array([c.kind == CONVERSATION for c in contexts], np.float32)[:, None]  # [B, 1]
+    uniform = A.copy()
+    uniform.data[:] = 1.0
+    uniform = sparse.diags(1.0 / np.maximum(np.asarray(uniform.sum(axis=1)).ravel(), 1.0)) @ uniform
+    out[:, :, f["ml_knn"]] = _rownorm((A @ signals.knn).toarray() * 100.0) * conv
+    out[:, :, f["ml_knn_all"]] = _rownorm((uniform @ signals.knn).toarray() * 100.0) * conv
+    out[:, :, f["ml_pop_recent"]] = signals.recent[None, :]
     # ml_cooc: cosine item-kNN through the users: (A / sqrt(n_m)) R^T R / sqrt(n_i), the own user left out
     if signals.R.shape[0] > 0:
         U = (A.multiply(signals.inv_norm[None, :])).tocsr() @ signals.RT  # [B, users]
@@ -431,6 +522,8 @@ def make_head(n_items: int, config: RankerConfig):
             dot = torch.where(conv, u @ (ids_fixed + proj).T, u @ (ids + proj).T)  # [B, N]
             b = self.item_bias.weight.T  # [1, N]
             bias = torch.where(conv, b.detach(), b) + self.content_bias(content).T[kind]  # [B, N]
+            if not config.conversation_embeddings:  # conversations: the feature mixture alone
+                dot, bias = dot * ~conv, bias * ~conv
             w = (self.feature_weights * self.learned)[kind]  # [B, F]
             return dot + bias + torch.einsum("bnf,bf->bn", feats, w)
 
@@ -479,14 +572,8 @@ class Ranker:
         self._content = _torch().from_numpy(signals.content)
 
     def embed(self, contexts: list[Context], settings=None) -> None:
-        """Fill in the contexts' text vectors (MiniLM) from their text."""
-        from .models import embed_texts
-
-        todo = [c for c in contexts if c.text_vector is None and c.text.strip()]
-        if todo:
-            vecs = embed_texts([c.text for c in todo], settings)
-            for c, v in zip(todo, vecs):
-                c.text_vector = v
+        """Fill in the contexts' text vectors (MiniLM) from their texts."""
+        embed_contexts(contexts, settings)
 
     def score(self, contexts: list[Context], settings=None, batch: int = 32) -> np.ndarray:
         """Scores [B, N] over the whole catalog (signals.ids order); excluded items get -inf."""
@@ -506,6 +593,18 @@ class Ranker:
         scores = self.score([context], settings)[0]
         order = np.argsort(-scores)[:k]
         return [(self.signals.ids[j], float(scores[j])) for j in order if np.isfinite(scores[j])]
+
+
+def embed_contexts(contexts: list[Context], settings=None) -> None:
+    """Fill in the contexts' missing text vectors (MiniLM) from their texts, in one batch."""
+    from .models import embed_texts
+
+    todo = [(c, vec, text) for c in contexts
+            for vec, text in (("text_vector", c.text), ("seeker_vector", c.seeker_text), ("last_vector", c.last_text))
+            if getattr(c, vec) is None and text.strip()]
+    if todo:
+        for (c, vec, _), v in zip(todo, embed_texts([t for _, _, t in todo], settings)):
+            setattr(c, vec, v)
 
 
 def checkpoint_path(settings, catalog: str = "movies") -> Path:
@@ -586,3 +685,12 @@ def _remap(head, old_ids: list[str], new_ids: list[str], config: RankerConfig):
 def conversation_text(messages: list[tuple[str, str]], last: int = 6) -> str:
     """The text request from a conversation's last messages (role: text lines)."""
     return "\n".join(f"{role}: " + re.sub(r"\s+", " ", text).strip() for role, text in messages[-last:])
+
+
+def conversation_context(messages: list[tuple[str, str]], items: list[str], exclude: set[str], user_role="seeker",
+                         **kw) -> Context:
+    """A conversation's context: its items, the text of its last messages, the user's own words (the last 1,000
+    characters of them; "movie" when the user has said nothing yet) and its last message."""
+    seeker = " ".join(text for role, text in messages if role == user_role)[-1000:]
+    return Context(items=list(items), text=conversation_text(messages), exclude=set(exclude),
+                   seeker_text=seeker or "movie", last_text=messages[-1][1] if messages else "movie", **kw)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ranker import (CONVERSATION, HISTORY, Context, RankerConfig, batch_inputs, build_signals, conversation_text,
-                     exclusion_mask, make_head, save_checkpoint, signal_mapping)
+from .ranker import (CONVERSATION, HISTORY, Context, RankerConfig, batch_inputs, build_signals, conversation_context,
+                     embed_contexts, exclusion_mask, make_head, save_checkpoint, signal_mapping)
 
 
 def movielens_split(settings, ids: list[str]):
@@ -51,9 +51,8 @@ def movielens_split(settings, ids: list[str]):
 
 def redial_contexts(samples, kind=CONVERSATION, leave_out: bool = True) -> list[tuple[Context, str]]:
     """(context, target) pairs from protocol samples."""
-    return [(Context(items=[m.item for m in s.mentions], text=conversation_text(s.messages), kind=kind,
-                     exclude=set(s.exclude), dialogue=s.dialogue if leave_out else None), s.target)
-            for s in samples]
+    return [(conversation_context(s.messages, [m.item for m in s.mentions], s.exclude, kind=kind,
+                                  dialogue=s.dialogue if leave_out else None), s.target) for s in samples]
 
 
 def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], history: int,
@@ -134,7 +133,6 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
     from tqdm import tqdm
 
     from .catalog import load_catalog
-    from .models import embed_texts
     from .redial import load_dialogues, protocol_samples, redial_dir
 
     started = time.perf_counter()
@@ -165,9 +163,7 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
         fb_pos = [(c, t) for c, t in fb_pos if t in signals.pos]
         fb_pairs = [(c, t, b) for c, t, b in fb_pairs if t in signals.pos and b in signals.pos]
         log(f"feedback store: {len(fb_pos)} liked examples, {len(fb_pairs)} liked/disliked pairs")
-    all_text = [c for c, _ in redial_train + redial_valid]
-    for c, v in zip(all_text, embed_texts([c.text for c in all_text], settings)):
-        c.text_vector = v
+    embed_contexts([c for c, _ in redial_train + redial_valid], settings)
     log(f"examples: {len(redial_train)} ReDial train, {len(redial_valid)} ReDial valid, {len(ml_train):,} MovieLens "
         f"train ({ml_per_epoch:,} drawn per epoch), {len(ml_valid)} MovieLens valid")
 
