@@ -461,13 +461,22 @@ def eval_images(settings: Settings, near_duplicates: int, json_out: str | None, 
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Checkpoint to write [default HOME/image-encoder/catalog-clip-CATALOG.pt]; a .state.pt beside "
                    "it holds the last epoch, and the same command resumes from it.")
+@click.option("--recalibrate", type=click.Path(exists=True, dir_okay=False),
+              help="Do not train: choose this checkpoint's head weights again on the validation photos (rewrites it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def train_image_encoder_command(settings: Settings, catalog: str, epochs: int, batch_size: int, limit: int | None,
-                                instance_weight: float, heads: str, out: str | None, quiet: bool):
+                                instance_weight: float, heads: str, out: str | None, recalibrate: str | None,
+                                quiet: bool):
     """Train the offline image encoder (CLIP form, locked MiniLM text tower) on the catalogs' photos."""
+    from recagent.tools.train_image_encoder import recalibrate as recalibrate_checkpoint
     from recagent.tools.train_image_encoder import train_image_encoder
 
+    if recalibrate:
+        weights = recalibrate_checkpoint(Path(recalibrate), settings, progress=not quiet,
+                                         log=lambda m: click.echo(m, err=True))
+        click.echo(f"rewrote {recalibrate} with head weights {weights}")
+        return
     catalogs = ["movies", "fashion"] if catalog == "all" else [catalog]
     target = Path(out) if out else settings.home / "image-encoder" / f"catalog-clip-{catalog}.pt"
     result = train_image_encoder(catalogs, settings, target, epochs=epochs, batch_size=batch_size, limit=limit,
@@ -602,6 +611,135 @@ def eval_redial_mapping(settings: Settings, sample: int, seed: int, out: str | N
         write_mapping(out, mine, names, titles)
         click.echo(f"wrote {out}")
 
+
+
+# ---- evaluation dialogues and simulated users (issue 6) ----------------------------------------------------
+
+def _eval_llm(settings: Settings, replay: str | None, llm_kind: str, model: str | None, base_url: str | None,
+              timeout: float, threads: int | None = None):
+    """The LLM of an evaluation: a recorded run's answers with --replay (no model is loaded), else the backend."""
+    from recagent.agent.llm import ReplayLLM, make_llm
+
+    if replay:
+        return ReplayLLM(replay)
+    llm = make_llm(llm_kind, settings, model=model, base_url=base_url, timeout=timeout)
+    if threads and hasattr(llm, "threads"):
+        llm.threads = threads  # read when the model loads
+    return llm
+
+
+@eval_group.command("dialogues")
+@click.argument("path", required=False, type=click.Path(exists=True))
+@click.option("--family", "families", help="Only these families, comma-separated (basic, refinement, negation, "
+                                           "vague, voice, image, adversarial).")
+@click.option("--limit", type=int, help="Only the first N scripts (after --family).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every turn and the figures here.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write report.md, report.html and the plots into this folder.")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Record the LLM calls here (JSON lines) [default: OUT.llm.jsonl beside --json, else in --report, "
+                   "else HOME/eval-recordings/].")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True),
+              help="Answer from a recording of an earlier run instead of an LLM (no model is loaded), and compare "
+                   "the outcomes with the recorded ones.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its recording (--record or the "
+                                          "default): finished scripts are kept, the rest run.")
+@click.option("--validate", is_flag=True, help="Only check the scripts (form, items, files) and exit.")
+@llm_options
+@click.option("--threads", type=int, help="CPU threads of the local LLM [default: every core]; 1 is faster "
+                                         "on a machine that other jobs keep busy.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def eval_dialogues(settings: Settings, path, families, limit, json_out, report_dir, record, replay, resume, validate,
+                   llm_kind, model, base_url, timeout, threads, quiet):
+    """Run the scripted evaluation dialogues (PATH: a script or a folder; default the packaged ones) and check
+    every expectation: pass rates per script, expectation and family, hit@k, off-catalog items, latency."""
+    from recagent.evals.eval_dialogues import (ScriptError, default_recording, format_summary, load_scripts,
+                                               run_dialogues, validate_scripts, write_json)
+
+    try:
+        scripts = load_scripts(path, [f for f in (families or "").split(",") if f] or None, limit)
+        if validate:
+            problems = validate_scripts(scripts, settings)
+            for problem in problems:
+                click.echo(problem, err=True)
+            click.echo(f"{len(scripts)} scripts, {sum(len(s.turns) for s in scripts)} turns: "
+                       + (f"{len(problems)} problems" if problems else "all valid"))
+            sys.exit(1 if problems else 0)
+        llm = _eval_llm(settings, replay, llm_kind, model, base_url, timeout, threads)
+        recording = None if replay else Path(record) if record else default_recording(json_out, report_dir, settings)
+        figures = run_dialogues(scripts, settings, llm, record=recording, replay=replay, resume=resume,
+                                progress=not quiet)
+    except ScriptError as exc:
+        raise ConfigError(str(exc)) from None
+    click.echo(format_summary(figures))
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+    if report_dir:
+        from recagent.evals.report import dialogue_report
+
+        written = dialogue_report(figures, report_dir)
+        click.echo(f"wrote {written['markdown']} and {written['html']}")
+    if recording:
+        click.echo(f"LLM calls recorded in {recording} (replay with --replay {recording})")
+    if replay and not figures["replay"]["identical"]:
+        for line in figures["replay"]["differences"][:20]:
+            click.echo(line, err=True)
+        sys.exit(1)
+
+
+@eval_group.command("simulate")
+@click.option("--catalog", "-c", type=click.Choice(["movies", "fashion"]), default="movies", show_default=True)
+@click.option("--n", default=30, show_default=True, help="Simulated users (hidden targets) per mode.")
+@click.option("--modes", default="text", show_default=True, help="Comma-separated: text, voice, image.")
+@click.option("--k", default=10, show_default=True, help="Items the agent lists each turn; success means the "
+                                                         "target is among them.")
+@click.option("--turns", "max_turns", default=5, show_default=True, help="The most turns a user takes.")
+@click.option("--seed", default=0, show_default=True, help="Which targets are drawn.")
+@click.option("--writer/--no-writer", default=True, show_default=True,
+              help="Let the LLM write each reply's sentence; --no-writer puts a fixed one (the items are the same, "
+                   "a turn takes about half the time; latency then leaves the writing out).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every dialogue and the figures here.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write a Markdown/HTML report here.")
+@click.option("--record", type=click.Path(dir_okay=False), help="Record the LLM calls here (JSON lines).")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True),
+              help="Answer from a recording of an earlier run instead of an LLM.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its recording: finished users are kept.")
+@llm_options
+@click.option("--threads", type=int, help="CPU threads of the local LLM [default: every core]; 1 is faster "
+                                         "on a machine that other jobs keep busy.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def eval_simulate(settings: Settings, catalog, n, modes, k, max_turns, seed, writer, json_out, report_dir, record,
+                  replay, resume, llm_kind, model, base_url, timeout, threads, quiet):
+    """Simulated users with a hidden target describe it turn by turn (never naming it): success@k within the
+    turn budget, turns needed and title leaks, per mode (text, voice, image)."""
+    from recagent.evals.eval_dialogues import write_json
+    from recagent.evals.simulate import format_simulation, run_simulation
+
+    llm = _eval_llm(settings, replay, llm_kind, model, base_url, timeout, threads)
+    if not replay and not record:
+        from recagent.evals.eval_dialogues import default_recording
+
+        record = str(default_recording(json_out, None, settings))
+    figures = run_simulation(settings, llm, catalog, n, [m for m in modes.split(",") if m], k=k, max_turns=max_turns,
+                             seed=seed, record=None if replay else record, replay=replay, writer=writer,
+                             resume=resume, progress=not quiet)
+    click.echo(format_simulation(figures))
+    if figures["recording"]:
+        click.echo(f"LLM calls recorded in {figures['recording']} (replay with --replay {figures['recording']})")
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+    if report_dir:
+        from recagent.evals.report import simulate_report
+
+        written = simulate_report(figures, report_dir)
+        click.echo(f"wrote {written['markdown']} and {written['html']}")
+    if figures["leaks"]:
+        click.echo(f"Error: the simulated user named its target {figures['leaks']} times", err=True)
+        sys.exit(1)
 
 if __name__ == "__main__":
     main()
