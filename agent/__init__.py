@@ -1,4 +1,4 @@
-"""The agent side of recagent: the turn loop, conversations, LLM backends and the command line.
+"""The agent side of recagent: the turn loop, conversations, LLM backends, the REPL and the command line.
 
     from recagent.agent import Agent, Conversation, make_llm
     agent = Agent(make_llm("local"), catalog="movies")
@@ -6,9 +6,12 @@
     reply = agent.turn(conversation, "a funny heist movie")
 """
 
+from recagent.tools.errors import LLMError, RecagentError
+
+from .catalog_view import CatalogView
 from .conversation import Conversation, Message
-from .llm import LLM, Completion, LLMError, LocalLLM, OpenAILLM, ScriptedLLM, make_llm
+from .llm import LLM, Completion, LocalLLM, OpenAILLM, ScriptedLLM, make_llm
 from .loop import Agent, Reply, ToolCall
 
-__all__ = ["Agent", "Completion", "Conversation", "LLM", "LLMError", "LocalLLM", "Message", "OpenAILLM", "Reply",
-           "ScriptedLLM", "ToolCall", "make_llm"]
+__all__ = ["LLM", "Agent", "CatalogView", "Completion", "Conversation", "LLMError", "LocalLLM", "Message",
+           "OpenAILLM", "RecagentError", "Reply", "ScriptedLLM", "ToolCall", "make_llm"]

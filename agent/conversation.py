@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from recagent.tools.errors import ConfigError
+from recagent.tools.filters import merge_constraints
+
 FORMAT_VERSION = 1
 
 
@@ -63,15 +66,24 @@ class Conversation:
         self.constraints = merge_constraints(self.constraints, constraints)
 
     def reset(self) -> None:
-        catalog = self.catalog
-        self.__init__(catalog=catalog)
+        """Start over on the same catalog."""
+        self.restore({"catalog": self.catalog})
+
+    def snapshot(self) -> dict:
+        """The whole state, to `restore` when a turn fails or is cancelled."""
+        return self.to_dict()
+
+    def restore(self, snapshot: dict) -> None:
+        """Put back the state a `snapshot` took (or any dict that `from_dict` reads)."""
+        for name, value in vars(Conversation.from_dict(snapshot)).items():
+            setattr(self, name, value)
 
     # -- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Conversation":
+    def from_dict(cls, data: dict) -> Conversation:
         if not isinstance(data, dict):
             raise ValueError("a conversation is a JSON object")
         messages = [Message(**m) for m in data.get("messages", [])]
@@ -83,7 +95,7 @@ class Conversation:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "Conversation":
+    def from_json(cls, text: str) -> Conversation:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> None:
@@ -94,29 +106,11 @@ class Conversation:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Conversation":
+    def load(cls, path: str | Path) -> Conversation:
+        """A conversation saved with `save`; a ConfigError names a file that cannot be read or is not one."""
         try:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the conversation {path}: {exc.strerror or exc}") from None
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path} is not a recagent conversation ({exc})") from None
-
-
-def merge_constraints(current: list[str], new: list[str]) -> list[str]:
-    """current plus new, where a new constraint on the same field and operator replaces the old one."""
-    merged = list(current)
-    for constraint in new:
-        key = _constraint_key(constraint)
-        merged = [c for c in merged if _constraint_key(c) != key] + [constraint]
-    return merged
-
-
-def _constraint_key(constraint: str) -> tuple[str, str, str]:
-    """'genre!=Horror' -> ('genre', '!=', 'Horror'); list constraints differ by value, scalar ones by op only."""
-    import re
-
-    match = re.match(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|=|>|<)\s*(.*)$", constraint)
-    if not match:
-        return (constraint, "", "")
-    name, op, value = match.groups()
-    name = name.lower().rstrip("s")
-    return (name, op, value.lower() if op in ("=", "!=") and name in ("genre", "tag") else "")
+            raise ConfigError(f"{path} is not a recagent conversation ({exc})") from None

@@ -7,13 +7,16 @@ import shlex
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO
 
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from recagent.tools.feedback import (FeedbackError, default_user, feedback_enabled, record_feedback,
-                                     share_text_enabled)
+from recagent.tools.errors import FeedbackError
+from recagent.tools.feedback import feedback_user, record_feedback
 
 from .conversation import Conversation
 from .loop import Agent, Reply
@@ -39,14 +42,26 @@ class TurnCancelled(Exception):
     """Raised from the event callback to stop the turn in progress (Ctrl-C)."""
 
 
-def items_table(items: list[dict]) -> Table:
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("#", "title", "year", "genres / type", "image"):
-        table.add_column(column, overflow="fold")
+ITEM_COLUMNS = ("#", "title", "year", "genres / type", "image")
+
+
+def item_rows(items: list[dict]) -> list[tuple[str, str, str, str, str]]:
+    """One row of text cells per item, in ITEM_COLUMNS order."""
+    rows = []
     for n, item in enumerate(items, 1):
         kind = ", ".join(item.get("genres", [])) or " ".join(
             str(item[k]) for k in ("baseColour", "articleType") if item.get(k))
-        table.add_row(str(n), item["title"], str(item.get("year", "")), kind, item.get("image", ""))
+        rows.append((str(n), item["title"], str(item.get("year", "")), kind, item.get("image", "")))
+    return rows
+
+
+def items_table(items: list[dict]) -> Table:
+    """The items as a table for a terminal; every cell is text, never markup (titles come from a catalog)."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ITEM_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in item_rows(items):
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -54,12 +69,14 @@ class Repl:
     def __init__(self, agent: Agent, console: Console | None = None, conversation: Conversation | None = None,
                  user: str | None = None, feedback: bool | None = None, share_text: bool | None = None):
         self.agent = agent
-        self.console = console or Console(highlight=False)
+        # soft_wrap: a message is never cut into lines by the REPL (a terminal wraps it; a pipe gets it whole)
+        self.console = console or Console(highlight=False, soft_wrap=True)
         self.conversation = conversation or agent.new_conversation()
         self.last: Reply | None = None
-        self.user = user or default_user()
-        self.feedback = feedback_enabled(feedback)  # None: RECAGENT_FEEDBACK decides (on unless 0)
-        self.share_text = share_text_enabled(share_text)  # None: RECAGENT_FEEDBACK_TEXT decides (off unless 1)
+        settings = agent.settings  # an option given here beats the settings (which hold the environment's say)
+        self.user = user or feedback_user(settings)
+        self.feedback = settings.feedback if feedback is None else feedback
+        self.share_text = settings.share_text if share_text is None else share_text
 
     # -- feedback ---------------------------------------------------------------------------------------------
     def feedback_note(self) -> str:
@@ -80,7 +97,7 @@ class Repl:
             record_feedback(self.agent.settings, self.user, item_id, self.conversation.catalog,
                             -1 if kind == "dislike" else 1, text=text, kind=kind)
         except (FeedbackError, ValueError) as exc:
-            return f" [red](not stored as feedback: {escape(str(exc))})[/]"
+            return f" (not stored as feedback: {exc})"
         return " (stored as feedback under your pseudonym)"
 
     # -- one turn, cancellable ---------------------------------------------------------------------------
@@ -94,14 +111,14 @@ class Repl:
                 raise TurnCancelled()
             if kind == "items":
                 status.stop()
-                self.console.print(items_table(value))
+                self.show_items(value)
             elif kind == "token":
                 status.stop()
-                self.console.print(value)
+                self.say(value)
             elif kind == "status":
                 status.update(f"{value}...")
             elif kind == "transcript":
-                self.console.print(f"[dim]heard: {value}[/]")
+                self.say(f"heard: {value}", "dim")
 
         def work() -> None:
             try:
@@ -125,13 +142,25 @@ class Repl:
         finally:
             status.stop()
         if result.get("cancelled") or cancel.is_set():
-            self.console.print("[yellow]cancelled; the conversation is as it was before this turn[/]")
+            self.say("cancelled; the conversation is as it was before this turn", "yellow")
         elif "error" in result:
-            self.console.print(f"[red]Error: {result['error']}[/]")
+            self.say(f"Error: {result['error']}", "red")
         else:
             self.last = result["reply"]
             if self.last.error:
-                self.console.print(f"[red]{self.last.text}[/]")
+                self.say(self.last.text, "red")
+
+    def say(self, text: str, style: str | None = None) -> None:
+        """Print text as it is: never read as markup (it may come from a catalog, a user or the model)."""
+        self.console.print(text, style=style, markup=False, highlight=False)
+
+    def show_items(self, items: list[dict]) -> None:
+        """A table on a terminal; elsewhere one line per item, never wrapped, so scripts can read them."""
+        if self.console.is_terminal:
+            self.console.print(items_table(items))
+        else:
+            for row in item_rows(items):
+                self.say(" | ".join(cell for cell in row if cell))
 
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
@@ -141,45 +170,45 @@ class Repl:
         if name in ("/quit", "/exit", "/q"):
             return False
         if name == "/help":
-            self.console.print(HELP)
-            self.console.print(escape(self.feedback_note()))
+            self.say(HELP)
+            self.say(self.feedback_note())
         elif name == "/reset":
             self.conversation.reset()
-            self.console.print("started over")
+            self.say("started over")
         elif name == "/save":
             if not arg:
-                self.console.print("[red]usage: /save FILE[/]")
+                self.say("usage: /save FILE", "red")
             else:
                 self.conversation.save(arg)
-                self.console.print(f"saved to {arg}")
+                self.say(f"saved to {arg}")
         elif name == "/load":
             try:
                 self.conversation = Conversation.load(arg)
-                self.console.print(f"loaded {arg} ({len(self.conversation.messages)} messages)")
+                self.say(f"loaded {arg} ({len(self.conversation.messages)} messages)")
             except (OSError, ValueError) as exc:
-                self.console.print(f"[red]cannot load {arg}: {exc}[/]")
+                self.say(f"cannot load {arg}: {exc}", "red")
         elif name == "/why":
             if not self.last:
-                self.console.print("no turn yet")
+                self.say("no turn yet")
             else:
                 for call in self.last.tool_calls:
-                    err = f"  [red]error: {call.error}[/]" if call.error else ""
-                    self.console.print(f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
-                                       f"{call.seconds * 1000:.0f} ms{err}")
-                self.console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
+                    err = f"  error: {call.error}" if call.error else ""
+                    self.say(f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
+                             f"{call.seconds * 1000:.0f} ms{err}", "red" if call.error else None)
+                self.say("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
         elif name in ("/like", "/dislike", *ACCEPT):
             items = self.conversation.last_items()
             if not arg.isdigit() or not 1 <= int(arg) <= len(items):
-                self.console.print(f"[red]usage: {name} N, where N is an item number from the last list[/]")
+                self.say(f"usage: {name} N, where N is an item number from the last list", "red")
             else:
                 item_id = items[int(arg) - 1]
                 (self.conversation.dislike if name == "/dislike" else self.conversation.like)(item_id)
                 kind = "accept" if name in ACCEPT else name[1:]
                 note = self.record(item_id, kind)
-                self.console.print(f"noted: you {kind} item {arg}{note}")
+                self.say(f"noted: you {kind} item {arg}{note}")
         elif name == "/voice":
             if not arg:
-                self.console.print("[red]usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)[/]")
+                self.say("usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)", "red")
             else:
                 self.ask("", audio=arg)
         elif name == "/image":
@@ -188,34 +217,31 @@ class Repl:
             except ValueError:
                 words = arg.split()
             if not words:
-                self.console.print("[red]usage: /image PATH [what to change, e.g. but in black][/]")
+                self.say("usage: /image PATH [what to change, e.g. but in black]", "red")
             else:
                 self.ask(" ".join(words[1:]), image=words[0])
         else:
-            self.console.print(f"[red]unknown command {name}[/]; /help lists them")
+            self.say(f"unknown command {name}; /help lists them", "red")
         return True
 
 
-def run_repl(agent: Agent, stdin=None, user: str | None = None, feedback: bool | None = None,
+def run_repl(agent: Agent, stdin: TextIO | None = None, user: str | None = None, feedback: bool | None = None,
              share_text: bool | None = None) -> None:
     """The interactive loop; reads from a terminal with history, or plain lines from a pipe.
 
-    user: whose feedback /like, /dislike and /accept store (default RECAGENT_USER or the login name);
-    feedback, share_text: None lets RECAGENT_FEEDBACK and RECAGENT_FEEDBACK_TEXT decide."""
+    user: whose feedback /like, /dislike and /accept store; user, feedback, share_text: None lets the agent's
+    settings decide (--user, --feedback, --share-text and their environment variables)."""
     repl = Repl(agent, user=user, feedback=feedback, share_text=share_text)
     console = repl.console
     interactive = (stdin or sys.stdin).isatty()
-    session = None
+    session: PromptSession | None = None
     if interactive:
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.history import FileHistory
-
         agent.settings.home.mkdir(parents=True, exist_ok=True)
         session = PromptSession(history=FileHistory(str(Path(agent.settings.home) / "history")))
     with console.status("loading the catalog...", spinner="dots"):
         count = len(agent.catalog.meta)
-    console.print(f"recagent on '{agent.catalog_name}' ({count:,} items), LLM {agent.llm.name}. /help for commands.")
-    console.print(f"[dim]{escape(repl.feedback_note())} (see /help)[/]")
+    repl.say(f"recagent on '{agent.catalog_name}' ({count:,} items), LLM {agent.llm.name}. /help for commands.")
+    repl.say(f"{repl.feedback_note()} (see /help)", "dim")
     while True:
         try:
             line = session.prompt("> ") if session else (stdin or sys.stdin).readline()

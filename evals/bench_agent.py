@@ -13,11 +13,18 @@ import re
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 
-import numpy as np
+from pydantic import SecretStr
 
+from recagent.agent.catalog_view import CatalogView
+from recagent.agent.langchain_export import langchain_tools
+from recagent.agent.llm import make_llm
+from recagent.agent.loop import Agent
+from recagent.tools.models import resolve_model
 from recagent.tools.settings import Settings
 
+from .common import percentile
 from .loopback import free_port, start_server, stop_server
 
 REQUESTS = [
@@ -29,16 +36,11 @@ REQUESTS = [
     "a zombie horror comedy", "a courtroom drama", "a martial arts action film",
     "a whimsical fantasy adventure", "a gangster crime saga",
 ]
+STAGES = ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval", "ranking")
 
 
-def _p(values, q) -> float:
-    return round(float(np.percentile(values, q)), 2) if values else float("nan")
-
-
-def run_recagent(settings: Settings, model: str = "llm", requests=REQUESTS) -> dict:
+def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str] = REQUESTS) -> dict:
     """recagent's default agent (local llama.cpp) on each request; per-stage timings and validity."""
-    from recagent.agent import Agent, make_llm
-
     agent = Agent(make_llm("local", settings, model=model), "movies", settings)
     agent.turn(agent.new_conversation(), "warm up: a good movie")  # load the model; build the prompt cache
     turns = []
@@ -54,15 +56,13 @@ def run_recagent(settings: Settings, model: str = "llm", requests=REQUESTS) -> d
 
 
 def _summary(name: str, turns: list[dict]) -> dict:
-    def col(key):
-        return [t[key] for t in turns if key in t and t[key] is not None]
-
-    out = {"system": name, "turns": turns, "n": len(turns),
-           "valid_turn_rate": round(sum(t["valid_items"] >= 3 for t in turns) / len(turns), 3)}
-    for key in ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval", "ranking"):
-        values = col(key)
+    """Latency p50/p95 per stage (seconds, 2 places), the share of turns with 3+ valid items, the off-catalog rate."""
+    out: dict = {"system": name, "turns": turns, "n": len(turns),
+                 "valid_turn_rate": round(sum(t["valid_items"] >= 3 for t in turns) / len(turns), 3)}
+    for key in STAGES:
+        values = [t[key] for t in turns if t.get(key) is not None]
         if values:
-            out[key] = {"p50": _p(values, 50), "p95": _p(values, 95)}
+            out[key] = {"p50": percentile(values, 50, digits=2), "p95": percentile(values, 95, digits=2)}
     named = sum(t.get("named_titles", t["items"]) for t in turns)
     off = sum(t.get("off_catalog", 0) for t in turns)
     out["off_catalog_rate"] = round(off / named, 3) if named else 0.0
@@ -82,23 +82,19 @@ def named_titles(text: str) -> list[str]:
     return list(dict.fromkeys(f for f in found if len(f) > 1))
 
 
-def run_langchain(settings: Settings, model: str = "llm", requests=REQUESTS) -> dict:
+def run_langchain(settings: Settings, model: str = "llm", requests: Sequence[str] = REQUESTS) -> dict:
     """`langchain.agents.create_agent` with ChatOpenAI on llama-cpp-python's server and recagent's tools."""
-    from langchain.agents import create_agent
-    from langchain_openai import ChatOpenAI
-
-    from recagent.agent.toolbox import Catalog, langchain_tools
-    from recagent.tools.index import CatalogIndex
-    from recagent.tools.models import resolve_model
+    from langchain.agents import create_agent  # noqa: PLC0415  (heavy: only this baseline needs LangChain's agents)
+    from langchain_openai import ChatOpenAI  # noqa: PLC0415  (heavy: only this baseline needs it)
 
     port = free_port()
-    catalog = Catalog(CatalogIndex("movies", settings))
+    catalog = CatalogView.open("movies", settings)
     server = start_server([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model(model, settings),
                            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
                           lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read(),
                           what="llama_cpp.server")
     try:
-        llm = ChatOpenAI(model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key="none", temperature=0,
+        llm = ChatOpenAI(model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key=SecretStr("none"), temperature=0,
                          timeout=300)
         turns = []
         for n, text in enumerate(requests, 1):
@@ -126,9 +122,11 @@ def run_langchain(settings: Settings, model: str = "llm", requests=REQUESTS) -> 
     return _summary("langchain create_agent", turns)
 
 
-def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str = "llm", limit: int | None = None) -> dict:
+def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str = "llm",
+                        limit: int | None = None) -> dict:
+    """Both systems on the first `limit` requests (all 20 by default); print the table and return the figures."""
     requests = REQUESTS[:limit] if limit else REQUESTS
-    results = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
+    results: dict = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
     if langchain:
         results["systems"].append(run_langchain(settings, model, requests))
     print(format_table(results))
@@ -136,14 +134,18 @@ def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str =
 
 
 def format_table(results: dict) -> str:
+    """One Markdown row per system: latency per stage, valid turns, off-catalog rate."""
     lines = ["| system | turns | whole reply p50 / p95 s | items on screen p50 / p95 s | LLM prompt p50 s | "
              "LLM generation p50 s | retrieval p50 s | ranking p50 s | turns with >= 3 valid items | off-catalog |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in results["systems"]:
-        def cell(key, both=True):
-            v = s.get(key)
-            return "-" if not v else (f"{v['p50']} / {v['p95']}" if both else f"{v['p50']}")
-        lines.append(f"| {s['system']} | {s['n']} | {cell('total')} | {cell('items_on_screen')} | "
-                     f"{cell('llm_prompt', False)} | {cell('llm_generation', False)} | {cell('retrieval', False)} | "
-                     f"{cell('ranking', False)} | {s['valid_turn_rate']:.0%} | {s['off_catalog_rate']:.0%} |")
+        both = " | ".join(_cell(s.get(key)) for key in STAGES[:2])
+        p50 = " | ".join(_cell(s.get(key), both=False) for key in STAGES[2:])
+        lines.append(f"| {s['system']} | {s['n']} | {both} | {p50} | {s['valid_turn_rate']:.0%} | "
+                     f"{s['off_catalog_rate']:.0%} |")
     return "\n".join(lines)
+
+
+def _cell(value: dict | None, both: bool = True) -> str:
+    """'p50 / p95' (or the p50 alone) of one stage; '-' when it was not measured."""
+    return "-" if not value else (f"{value['p50']} / {value['p95']}" if both else f"{value['p50']}")

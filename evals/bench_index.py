@@ -9,19 +9,32 @@ Run with `recagent bench index [--sizes 10000,100000,1000000] --json OUT`. It me
 from __future__ import annotations
 
 import json
+import os
+import platform
 import random
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from recagent.tools.catalog import load_catalog
 from recagent.tools.index import HNSW
+from recagent.tools.models import embed_texts
 from recagent.tools.settings import Settings
 
+from .common import percentile
 from .loopback import free_port, start_server, stop_server
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.collection_configuration import CreateCollectionConfiguration
+    from chromadb.api.types import Where
 
 DEFAULT_HNSW = {"space": "cosine", "ef_construction": 100, "ef_search": 100, "max_neighbors": 16}
 CANDIDATES = [  # (label, settings) tried on the real catalogs
@@ -39,10 +52,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _percentile(values, q) -> float:
-    return float(np.percentile(np.asarray(values) * 1000, q))  # milliseconds
-
-
 def _exact_threshold(vectors: np.ndarray, queries: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Per query, the similarity of the exact 10th neighbour: ties (catalogs hold duplicate texts) all count."""
     out = []
@@ -54,14 +63,15 @@ def _exact_threshold(vectors: np.ndarray, queries: np.ndarray, mask: np.ndarray 
     return np.asarray(out)
 
 
-def measure(client, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: dict,
+def measure(client: ClientAPI, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: dict,
             batch: int = 4000) -> dict:
     """Insert `vectors` into a new collection, then time and score `queries` with and without a filter."""
     try:
         client.delete_collection(name)
     except Exception:
         pass
-    col = client.create_collection(name, configuration={"hnsw": dict(hnsw)}, embedding_function=None)
+    configuration = cast("CreateCollectionConfiguration", {"hnsw": dict(hnsw)})
+    col = client.create_collection(name, configuration=configuration, embedding_function=None)
     n = len(vectors)
     buckets = np.arange(n) % FILTER_BUCKETS
     started = time.perf_counter()
@@ -79,21 +89,22 @@ def measure(client, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: d
         latencies, hits = [], 0
         for q, tenth in zip(queries, thresholds):
             t = time.perf_counter()
-            got = col.query(query_embeddings=[q.tolist()], n_results=10, where=where, include=[])
+            got = col.query(query_embeddings=[q.tolist()], n_results=10, where=cast("Where | None", where), include=[])
             latencies.append(time.perf_counter() - t)
             found = np.asarray([int(i) for i in got["ids"][0]], dtype=np.int64)
             # recall@10: returned items at least as similar as the exact 10th neighbour
             hits += int(np.sum(vectors[found] @ q >= tenth - 1e-5)) if len(found) else 0
-        result[label] = {"p50_ms": round(_percentile(latencies, 50), 2), "p95_ms": round(_percentile(latencies, 95), 2),
+        ms = [seconds * 1000 for seconds in latencies]
+        result[label] = {"p50_ms": percentile(ms, 50, digits=2), "p95_ms": percentile(ms, 95, digits=2),
                          "recall@10": round(hits / (10 * len(queries)), 4)}
     client.delete_collection(name)
     return result
 
 
-def _catalog_vectors(settings: Settings, catalog: str, n_queries: int, rng: random.Random):
-    from recagent.tools.catalog import load_catalog
-    from recagent.tools.models import embed_texts
-
+def _catalog_vectors(settings: Settings, catalog: str, n_queries: int,
+                     rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """The catalog's text vectors, and those of n_queries random requests made of its genres and tags (movies) or
+    colours, types and genders (fashion)."""
     cat = load_catalog(catalog, settings)
     _say(f"  embedding {catalog} ({len(cat.items):,} items; cached after the first run)")
     vectors = embed_texts([it.document() for it in cat.items], settings)
@@ -117,8 +128,8 @@ def _random_unit(n: int, dim: int, seed: int) -> np.ndarray:
 class _Server:
     """`chroma run` on a free loopback port, in a temporary folder."""
 
-    def __enter__(self):
-        import chromadb
+    def __enter__(self) -> _Server:
+        import chromadb  # noqa: PLC0415  (heavy: loaded only when a store is measured)
 
         self.port = free_port()
         self.path = tempfile.mkdtemp(prefix="recagent-bench-chroma-")
@@ -133,7 +144,7 @@ class _Server:
                                   str(self.port)], ready, 60, what="chroma server")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         stop_server(self.proc)
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -141,8 +152,8 @@ class _Server:
 def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200, server: bool = True,
                         catalogs: bool = True, big_builds: bool = False, embedded_store: bool = True) -> dict:
     """Run the benchmark, print tables, and return every figure."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
+    import chromadb  # noqa: PLC0415  (heavy: loaded only when the benchmark runs)
+    from chromadb.config import Settings as ChromaSettings  # noqa: PLC0415  (as above)
 
     rng = random.Random(0)
     results: dict = {"queries": queries, "catalogs": [], "random": [], "machine": _machine()}
@@ -157,8 +168,11 @@ def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200
                     row = measure(embedded, "bench-catalog", vectors, qv, hnsw)
                     results["catalogs"].append({"catalog": catalog, "settings": label, "store": "embedded", **row})
                     _say("  " + json.dumps(results["catalogs"][-1]))
-        stores = ([("embedded", lambda: _Nullctx(embedded))] if embedded_store else []) + \
-            ([("server", _Server)] if server else [])
+        stores: list[tuple[str, Callable[[], AbstractContextManager[Any]]]] = []
+        if embedded_store:
+            stores.append(("embedded", lambda: nullcontext(embedded)))
+        if server:
+            stores.append(("server", _Server))
         for size in sizes:
             vectors = _random_unit(size, 384, seed=size)
             qv = _random_unit(queries, 384, seed=size + 1)
@@ -180,22 +194,8 @@ def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200
     return results
 
 
-class _Nullctx:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _machine() -> dict:
-    import os
-    import platform
-
-    import chromadb
+    import chromadb  # noqa: PLC0415  (heavy: loaded only when the benchmark runs)
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "chromadb": chromadb.__version__}
 
@@ -204,19 +204,25 @@ def format_tables(results: dict) -> str:
     """The figures as Markdown tables."""
     lines = []
     if results["catalogs"]:
-        lines += ["### Real catalogs (MiniLM embeddings), embedded store", "",
-                  "| catalog | HNSW settings | insert items/s | p50 ms | p95 ms | recall@10 | filtered p50 ms | filtered p95 ms | filtered recall@10 |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in results["catalogs"]:
-            lines.append(f"| {r['catalog']} ({r['n']:,}) | {r['settings']} | {_cells(r)} |")
+        lines += _table("### Real catalogs (MiniLM embeddings), embedded store", ["catalog", "HNSW settings"],
+                        "|---|---|", [f"{r['catalog']} ({r['n']:,}) | {r['settings']}" for r in results["catalogs"]],
+                        results["catalogs"])
         lines.append("")
     if results["random"]:
-        lines += ["### Random 384-d vectors", "",
-                  "| vectors | store | HNSW settings | insert items/s | p50 ms | p95 ms | recall@10 | filtered p50 ms | filtered p95 ms | filtered recall@10 |",
-                  "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in results["random"]:
-            lines.append(f"| {r['n']:,} | {r['store']} | {r['settings']} | {_cells(r)} |")
+        lines += _table("### Random 384-d vectors", ["vectors", "store", "HNSW settings"], "|---:|---|---|",
+                        [f"{r['n']:,} | {r['store']} | {r['settings']}" for r in results["random"]], results["random"])
     return "\n".join(lines)
+
+
+MEASURED = ["insert items/s", "p50 ms", "p95 ms", "recall@10", "filtered p50 ms", "filtered p95 ms",
+            "filtered recall@10"]
+
+
+def _table(title: str, keys: list[str], key_rule: str, labels: list[str], rows: list[dict]) -> list[str]:
+    """A Markdown table: the key columns given, then the measured ones (_cells) of each row."""
+    head = "| " + " | ".join(keys + MEASURED) + " |"
+    rule = key_rule + "---:|" * len(MEASURED)
+    return [title, "", head, rule] + [f"| {label} | {_cells(r)} |" for label, r in zip(labels, rows)]
 
 
 def _cells(r: dict) -> str:

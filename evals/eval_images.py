@@ -15,43 +15,41 @@ Figures (all precision@10 unless said, the query item itself never counted):
 from __future__ import annotations
 
 import io
-import json
 import random
 import time
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from PIL import Image, ImageEnhance
+from tqdm import tqdm
 
-from recagent.tools.catalog import load_catalog
+from recagent.tools.catalog import Item, load_catalog
+from recagent.tools.datasets.splits import fashion_holdout, fashion_holdout_ids
 from recagent.tools.images import attribute_phrase, image_encoder, load_image
 from recagent.tools.index import CatalogIndex
+from recagent.tools.models import embed_texts
 from recagent.tools.retrieval import cosine_top, retrieve_candidates
 from recagent.tools.settings import Settings
-from recagent.tools.train_image_encoder import fashion_holdout_ids
 
 TARGETS = {"articleType": 0.75, "baseColour": 0.65, "text_to_image": 0.65, "near_duplicate_top1": 0.90}
 ATTRIBUTES = ("articleType", "baseColour")
 
 
-def held_out_items(settings: Settings, n: int | None = None, **attributes) -> list:
+def held_out_items(settings: Settings, n: int | None = None, **attributes: str) -> list[Item]:
     """Held-out fashion products (lowest md5 of id first), optionally with given field values."""
-    from recagent.tools.train_image_encoder import md5_order
-
-    items = md5_order([it for it in load_catalog("fashion", settings).items if it.image])[:1000]
+    items = fashion_holdout([it for it in load_catalog("fashion", settings).items if it.image])
     chosen = [it for it in items if all(it.metadata.get(k) == v for k, v in attributes.items())]
     return chosen[:n] if n else chosen
 
 
-def perturb(image, rng: random.Random):
+def perturb(image: Image.Image, rng: random.Random) -> Image.Image:
     """A near-duplicate: random 70-90% crop, resized back, slight colour jitter, saved as JPEG quality 50."""
-    from PIL import Image, ImageEnhance
-
     w, h = image.size
     side = rng.uniform(0.7, 0.9)
     cw, ch = int(w * side), int(h * side)
     x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    out = image.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC)
+    out = image.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.BICUBIC)
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         out = enhancer(out).enhance(rng.uniform(0.9, 1.1))
     buffer = io.BytesIO()
@@ -59,7 +57,7 @@ def perturb(image, rng: random.Random):
     return load_image(buffer.getvalue())
 
 
-def colour_histograms(images) -> np.ndarray:
+def colour_histograms(images: Sequence[Image.Image]) -> np.ndarray:
     """The baseline: 8x8x8 RGB histograms, L2-normalised (cosine similarity)."""
     out = []
     for image in images:
@@ -69,15 +67,19 @@ def colour_histograms(images) -> np.ndarray:
     return np.stack(out)
 
 
-def precision(labels: list, query: int, top) -> float:
+def precision(labels: Sequence[object], query: int, top: Sequence[int] | np.ndarray) -> float:
+    """The share of `top` whose label is the query's."""
     return float(np.mean([labels[j] == labels[query] for j in top]))
 
 
-def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 0, progress: bool = True,
-                    log=print) -> dict:
-    """Run every measurement; returns the figures (also what --json writes)."""
-    from tqdm import tqdm
+def both_match(labels: dict[str, list], found: Sequence[int] | np.ndarray, wanted: tuple[str, str]) -> float:
+    """The share of `found` whose (baseColour, articleType) is the wanted pair."""
+    return float(np.mean([(labels["baseColour"][j], labels["articleType"][j]) == wanted for j in found]))
 
+
+def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 0, progress: bool = True,
+                    log: Callable[[str], object] = print) -> dict:
+    """Run every measurement; returns the figures (also what --json writes)."""
     started = time.perf_counter()
     catalog = load_catalog("fashion", settings)
     items = [it for it in catalog.items if it.image]
@@ -97,8 +99,8 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
     rng = random.Random(seed)
     log(f"{len(ids)} photos indexed with encoder {encoder.key}; {len(held)} held-out queries")
 
-    def p_at_10(ranker) -> dict:
-        scores = {a: [] for a in ATTRIBUTES}
+    def p_at_10(ranker: Callable[[int], Sequence[int] | np.ndarray]) -> dict[str, float]:
+        scores: dict[str, list[float]] = {a: [] for a in ATTRIBUTES}
         for q in held:
             top = [j for j in ranker(q) if j != q][:10]
             for a in ATTRIBUTES:
@@ -106,18 +108,16 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
         return {a: round(float(np.mean(v)), 4) for a, v in scores.items()}
 
     # image -> image through the real index (HNSW) and retrieve_candidates; exact cosine for the baselines
-    def photo_search(q):
+    def photo_search(q: int) -> list[int]:
         hits = retrieve_candidates(index, photo=items[q].image, photo_vector=photos[q], k=10, exclude={ids[q]})
         return [pos[h.id] for h in hits if h.id in pos]
 
-    def photos_only(q):
+    def photos_only(q: int) -> list[int]:
         hits = index.search_images(photos[q], k=11, encoder_key=encoder.key)
         return [pos[h.id] for h in hits if h.id in pos]
 
-    hist = colour_histograms([load_image(it.image) for it in tqdm(items, desc="colour histograms",
-                                                                  disable=not progress, unit="img")])
-    from recagent.tools.models import embed_texts
-
+    hist = colour_histograms([load_image(it.image or "") for it in tqdm(items, desc="colour histograms",
+                                                                        disable=not progress, unit="img")])
     name_vecs = embed_texts([items[q].title for q in held], settings)
     name_of = {q: v for q, v in zip(held, name_vecs)}
     texts = np.stack([text_vecs[i] for i in ids])
@@ -136,28 +136,27 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
 
     phrases = [attribute_phrase(c, t) for c, t in queries]
     query_vecs = encoder.embed_texts(phrases)
-    text_to_image = {"queries": [], "held_out_gallery": 0.0, "held_out_gallery_cosine_only": 0.0,
-                     "whole_catalog": 0.0}
+    rows: list[dict] = []
     for (colour, kind), phrase, vec in zip(queries, phrases, query_vecs):
         # as retrieve_candidates scores words against photos: cosine plus the heads' say on named values
         cosine = photos[held_set] @ vec
         local = held_set[np.argsort(-(cosine + encoder.text_facet_terms(phrase, photos[held_set])))[:10]]
         plain = held_set[np.argsort(-cosine)[:10]]
         whole = [pos[h.id] for h in retrieve_candidates(index, query=phrase, by="image", k=10) if h.id in pos]
-        match = lambda j: labels["baseColour"][j] == colour and labels["articleType"][j] == kind  # noqa: E731
-        row = {"query": phrase, "held_out_gallery": float(np.mean([match(j) for j in local])),
-               "held_out_gallery_cosine_only": float(np.mean([match(j) for j in plain])),
-               "whole_catalog": float(np.mean([match(j) for j in whole]))}
-        text_to_image["queries"].append(row)
+        wanted = (colour, kind)
+        rows.append({"query": phrase, "held_out_gallery": both_match(labels, local, wanted),
+                     "held_out_gallery_cosine_only": both_match(labels, plain, wanted),
+                     "whole_catalog": both_match(labels, whole, wanted)})
+    text_to_image: dict = {"queries": rows}
     for key in ("held_out_gallery", "held_out_gallery_cosine_only", "whole_catalog"):
-        text_to_image[key] = round(float(np.mean([r[key] for r in text_to_image["queries"]])), 4)
+        text_to_image[key] = round(float(np.mean([r[key] for r in rows])), 4)
 
     # near-duplicates: the photo search (with its source-photo check), the photos-only nearest neighbour,
     # and the colour histogram
     chosen = held[:near_duplicates]
     found = {"recagent photo search": [0, 0], "recagent, photos only": [0, 0], "colour histogram 8x8x8": [0, 0]}
     for q in tqdm(chosen, desc="near-duplicates", disable=not progress, unit="img"):
-        query = perturb(load_image(items[q].image), rng)
+        query = perturb(load_image(items[q].image or ""), rng)
         vec = encoder.embed_images([query])[0]
         buffer = io.BytesIO()
         query.save(buffer, "PNG")
@@ -205,6 +204,3 @@ def format_table(figures: dict) -> str:
                 f"{targets['text_to_image']:.2f} | {targets['near_duplicate_top1']:.2f} | - |")
     return "\n".join(rows)
 
-
-def write_json(figures: dict, path: str) -> None:
-    Path(path).write_text(json.dumps(figures, indent=2))

@@ -10,14 +10,22 @@ factors and regularisation chosen on the validation item, the one before the tes
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy import sparse
+
+from recagent.tools.catalog import load_catalog
+from recagent.tools.datasets.ranking_signals import build_signals
+from recagent.tools.datasets.splits import movielens_split
+from recagent.tools.ranking import HISTORY, Context, load_ranker
+from recagent.tools.settings import Settings
 
 
-def _metrics(ranked: list[list[int]], targets: list[int]) -> dict:
+def _metrics(ranked: list[list[int]], targets: list[int]) -> dict[str, float]:
     hits, ndcg = [], []
     for row, t in zip(ranked, targets):
         rank = row.index(t) if t in row else None
@@ -34,17 +42,14 @@ def _top10(scores: np.ndarray, known: list[list[int]]) -> list[list[int]]:
     return [list(t[np.argsort(-scores[k, t])]) for k, t in enumerate(top)]
 
 
-def _implicit_top10(model, X, users, known) -> list[list[int]]:
+def _implicit_top10(model: Any, X: sparse.csr_matrix, users: list[str]) -> list[list[int]]:
     ids, _ = model.recommend(np.arange(len(users)), X[np.arange(len(users))], N=10, filter_already_liked_items=True)
     return [list(map(int, r)) for r in ids]
 
 
-def run_movielens_eval(settings, checkpoint: str | None = None, tune: bool = True, log=print) -> dict:
+def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: bool = True,
+                       log: Callable[[str], object] = print) -> dict:
     """All systems on the leave-last-out split; returns the figures (a table per system)."""
-    from recagent.tools.catalog import load_catalog
-    from recagent.tools.ranker import HISTORY, Context, build_signals, load_ranker
-    from recagent.tools.train_ranker import movielens_split
-
     started = time.perf_counter()
     catalog = load_catalog("movies", settings)
     ids = [it.id for it in catalog.items]
@@ -63,24 +68,23 @@ def run_movielens_eval(settings, checkpoint: str | None = None, tune: bool = Tru
     systems["popularity"] = {**_metrics(_top10(np.broadcast_to(counts, (len(users), len(ids))).astype(np.float32),
                                                known), targets), "seconds": round(time.perf_counter() - t0, 2)}
 
-    try:
-        import implicit  # noqa: F401
-        from implicit.als import AlternatingLeastSquares
-        from implicit.nearest_neighbours import CosineRecommender
+    try:  # optional (recagent[eval]), and only this evaluation needs them
+        from implicit.als import AlternatingLeastSquares  # noqa: PLC0415
+        from implicit.nearest_neighbours import CosineRecommender  # noqa: PLC0415
         have_implicit = True
     except ImportError:
         have_implicit = False
         log("the `implicit` library is not installed (pip install 'recagent[eval]'): item-kNN and ALS left out")
     if have_implicit:
-        try:  # implicit's ALS wants single-threaded BLAS (it parallelises itself)
-            from threadpoolctl import threadpool_limits
+        try:  # implicit's ALS wants single-threaded BLAS (it parallelises itself); threadpoolctl comes with it
+            from threadpoolctl import threadpool_limits  # noqa: PLC0415
             threadpool_limits(1, "blas")
         except ImportError:
             pass
         t0 = time.perf_counter()
         knn = CosineRecommender(K=100)
         knn.fit(X, show_progress=False)
-        systems["item-kNN (cosine, K=100, implicit)"] = {**_metrics(_implicit_top10(knn, X, users, known), targets),
+        systems["item-kNN (cosine, K=100, implicit)"] = {**_metrics(_implicit_top10(knn, X, users), targets),
                                                          "seconds": round(time.perf_counter() - t0, 2)}
         t0 = time.perf_counter()
         grid = [(f, r) for f in (32, 64, 128) for r in (0.01, 0.1, 1.0)] if tune else [(64, 0.05)]
@@ -91,13 +95,13 @@ def run_movielens_eval(settings, checkpoint: str | None = None, tune: bool = Tru
             for f, r in grid:
                 als = AlternatingLeastSquares(factors=f, regularization=r, iterations=20, random_state=0)
                 als.fit(Xv, show_progress=False)
-                m = _metrics(_implicit_top10(als, Xv, users, None), vt)["ndcg@10"]
+                m = _metrics(_implicit_top10(als, Xv, users), vt)["ndcg@10"]
                 if best is None or m > best[0]:
                     best = (m, f, r)
         _, f, r = best if best else (0, *grid[0])
         als = AlternatingLeastSquares(factors=f, regularization=r, iterations=20, random_state=0)
         als.fit(X, show_progress=False)
-        systems[f"ALS (implicit, {f} factors, reg {r})"] = {**_metrics(_implicit_top10(als, X, users, known), targets),
+        systems[f"ALS (implicit, {f} factors, reg {r})"] = {**_metrics(_implicit_top10(als, X, users), targets),
                                                            "seconds": round(time.perf_counter() - t0, 2)}
 
     # the ranking head: features from the same known ratings (the user's own row left out of the item-kNN
@@ -108,7 +112,7 @@ def run_movielens_eval(settings, checkpoint: str | None = None, tune: bool = Tru
         log("no ranking-head checkpoint (run `recagent train-ranker`): the head row is left out")
     else:
         t0 = time.perf_counter()
-        user_rows = signals.R.user_index
+        user_rows = signals.users
         ctxs = [Context(items=known_seq[u][-ranker.config.history:], kind=HISTORY, exclude=set(known_seq[u]),
                         user_row=user_rows.get(u)) for u in users]
         scores = ranker.score(ctxs, settings)
@@ -121,10 +125,8 @@ def run_movielens_eval(settings, checkpoint: str | None = None, tune: bool = Tru
                         "user's earlier items; Recall@10 and NDCG@10 over the 610 users"}
 
 
-def _matrix(users, rows, pos):
+def _matrix(users: list[str], rows: list[tuple[str, str]], pos: dict[str, int]) -> sparse.csr_matrix:
     """Binary CSR [users, items] from (user, item id) rows."""
-    from scipy import sparse
-
     index = {u: n for n, u in enumerate(users)}
     X = sparse.csr_matrix((np.ones(len(rows), np.float32), ([index[u] for u, _ in rows], [pos[i] for _, i in rows])),
                           shape=(len(users), len(pos)))
@@ -138,9 +140,3 @@ def format_table(figures: dict) -> str:
         lines.append(f"| {name} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | {row['seconds']:.1f} |")
     return "\n".join(lines)
 
-
-def write_json(figures: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(figures, indent=2))
-    tmp.replace(path)

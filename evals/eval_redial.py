@@ -1,4 +1,5 @@
-"""`recagent eval redial`: recommendation quality on ReDial dialogues, under the protocol of tools/redial.py.
+"""`recagent eval redial`: recommendation quality on ReDial dialogues, under the protocol of
+tools/datasets/redial.py.
 
 Each sample: the messages before a recommender turn that suggests a movie (mapped to MovieLens, not mentioned
 earlier); the system ranks the whole MovieLens catalog (9,742 movies) with the movies mentioned earlier left
@@ -6,8 +7,8 @@ out; Recall@1/10/50 of the suggested movie over all samples. Systems, side by si
 
   popularity       MovieLens rating counts (a floor)
   retrieval        the pipeline without the head: the conversation's text searched in the catalog index
-                   (top 40, ordered by the simple scorer of tools/ranking.py), then the rest by popularity
-  ranking head     the learned head over the whole catalog (tools/ranker.py), the default configuration
+                   (top 40, ordered by the simple scorer of tools/ranking/simple.py), then the rest by popularity
+  ranking head     the learned head over the whole catalog (tools/ranking/), the default configuration
   + LLM planner    with --planner local|openai: the full agent takes the last seeker message as its turn
                    (earlier messages as history, mentioned movies as liked/shown); the items it shows come
                    first, then the head's ranking of the rest
@@ -15,11 +16,23 @@ out; Recall@1/10/50 of the suggested movie over all samples. Systems, side by si
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from recagent.agent import Agent, Conversation, make_llm
+from recagent.agent.toolbox import CANDIDATES
+from recagent.tools.catalog import load_catalog
+from recagent.tools.datasets.ranking_signals import Signals, prepare_signals
+from recagent.tools.datasets.redial import Sample, default_mapping, load_dialogues, protocol_samples
+from recagent.tools.errors import StoreError
+from recagent.tools.index import CatalogIndex, Hit
+from recagent.tools.models import embed_texts
+from recagent.tools.ranking import Context, conversation_context, load_ranker, rank_candidates
+from recagent.tools.settings import Settings
 
 PUBLISHED = [
     {"system": "UniCRS (Wang et al., 2022)", "recall@1": 0.050, "recall@10": 0.215, "recall@50": 0.413,
@@ -38,33 +51,27 @@ def ranks_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores >= tv[:, None]).sum(1) - 1
 
 
-def recalls(ranks: np.ndarray) -> dict:
+def recalls(ranks: np.ndarray) -> dict[str, float]:
     return {f"recall@{k}": round(float((ranks < k).mean()), 4) if len(ranks) else 0.0 for k in KS}
 
 
-def _contexts(samples, planner_text: bool = False):
-    from recagent.tools.ranker import conversation_context
-
+def _contexts(samples: list[Sample]) -> list[Context]:
     return [conversation_context(s.messages, [m.item for m in s.mentions], s.exclude) for s in samples]
 
 
-def run_redial_eval(settings, data: str | Path, limit: int | None = None, planner: str = "none",
+def run_redial_eval(settings: Settings, data: str | Path, limit: int | None = None, planner: str = "none",
                     model: str | None = None, base_url: str | None = None, timeout: float = 120.0,
-                    checkpoint: str | None = None, progress: bool = True, log=print) -> dict:
+                    checkpoint: str | None = None, progress: bool = True,
+                    log: Callable[[str], object] = print) -> dict:
     """Evaluate every system on the samples of `data` (the first `limit` dialogues); returns the figures."""
-    from tqdm import tqdm
-
-    from recagent.tools.catalog import load_catalog
-    from recagent.tools.ranker import build_signals, load_ranker
-    from recagent.tools.redial import default_mapping, load_dialogues, protocol_samples
-
     started = time.perf_counter()
     catalog = load_catalog("movies", settings)
     titles = {it.id: it.title for it in catalog.items}
     dialogues = load_dialogues(data, limit)
     samples = protocol_samples(dialogues, default_mapping(settings), titles)
-    t0 = time.perf_counter()
-    signals = build_signals(settings, catalog)
+    t0 = time.perf_counter()  # the head and its prepared signals (the default ones without a head)
+    ranker = load_ranker(settings, path=Path(checkpoint) if checkpoint else None)
+    signals = ranker.signals if ranker else Signals.load(prepare_signals(settings, catalog, log=log))
     setup = time.perf_counter() - t0
     pos = signals.pos
     targets = np.array([pos[s.target] for s in samples])
@@ -87,7 +94,6 @@ def run_redial_eval(settings, data: str | Path, limit: int | None = None, planne
         **recalls(ranks_of(ret, targets)), "seconds": time.perf_counter() - t0}
 
     # the ranking head
-    ranker = load_ranker(settings, path=Path(checkpoint) if checkpoint else None, signals=signals)
     head_scores = None
     if ranker is None:
         log("no ranking-head checkpoint found (train one with `recagent train-ranker`): the pipeline uses the "
@@ -129,14 +135,9 @@ def run_redial_eval(settings, data: str | Path, limit: int | None = None, planne
     }
 
 
-def _retrieval_scores(settings, signals, contexts, excluded, progress) -> np.ndarray:
+def _retrieval_scores(settings: Settings, signals: Signals, contexts: list[Context], excluded: np.ndarray,
+                      progress: bool) -> np.ndarray:
     """The agent's pipeline without the head: text search (top 40), simple scorer, the rest by popularity."""
-    from recagent.tools.index import CatalogIndex, StoreError
-    from recagent.tools.models import embed_texts
-    from recagent.tools.ranking import rank_candidates
-
-    from recagent.agent.toolbox import CANDIDATES
-
     vectors = embed_texts([c.text for c in contexts], settings) if contexts else np.zeros((0, 384), np.float32)
     out = np.broadcast_to(signals.popularity, (len(contexts), signals.n)).astype(np.float32).copy()
     try:
@@ -148,8 +149,6 @@ def _retrieval_scores(settings, signals, contexts, excluded, progress) -> np.nda
         if use_index:
             hits = index.search(None, k=CANDIDATES, vector=vec, exclude=ctx.exclude)
         else:
-            from recagent.tools.index import Hit
-
             sims = signals.content @ vec
             sims[excluded[k]] = -np.inf
             top = np.argsort(-sims)[:CANDIDATES]
@@ -160,12 +159,10 @@ def _retrieval_scores(settings, signals, contexts, excluded, progress) -> np.nda
     return out
 
 
-def _planner_scores(settings, samples, base, signals, planner, model, base_url, timeout, progress):
+def _planner_scores(settings: Settings, samples: list[Sample], base: np.ndarray, signals: Signals, planner: str,
+                    model: str | None, base_url: str | None, timeout: float,
+                    progress: bool) -> tuple[np.ndarray, int]:
     """The full agent on each sample: its shown items first, then `base` for the rest."""
-    from tqdm import tqdm
-
-    from recagent.agent import Agent, Conversation, make_llm
-
     agent = Agent(make_llm(planner, settings, model=model, base_url=base_url, timeout=timeout), "movies", settings)
     scores = base.copy()
     failures = 0
@@ -205,9 +202,3 @@ def format_table(figures: dict) -> str:
         lines.append(f"| {row['system']} (published; {row['protocol']}) | " + " | ".join(cells) + " | - |")
     return "\n".join(lines)
 
-
-def write_json(figures: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(figures, indent=2, default=float))
-    tmp.replace(path)

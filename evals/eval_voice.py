@@ -15,16 +15,24 @@ import csv
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from recagent.tools import speech
+from recagent.tools.catalog import load_catalog
+from recagent.tools.datasets.redial import MENTION, render
+from recagent.tools.errors import AudioError, StoreError
+from recagent.tools.index import CatalogIndex
+from recagent.tools.models import resolve_model
 from recagent.tools.settings import Settings
+from recagent.tools.text import plain_words
 
 MODELS = ("whisper-tiny-en", "whisper-base")
 BACKENDS = ("faster-whisper", "openai-whisper")
@@ -34,28 +42,17 @@ GREETING_WORDS = set("""hi hello hey hiya howdy there how are you doing today is
 evening night well im i am fine great thanks thank so much bye goodbye have a nice day too and what about your
 ok okay yes no sure cool awesome welcome nice to meet chat chatting with talking talk ya see later soon take care
 for the all now will help suggestions bye hope""".split())
-MENTION = re.compile(r"@(\d+)")
 # WERs this close count as equally accurate (then speed decides): faster-whisper int8's WER moved by 1.3 points
 # between two runs of the same 50 turns (its transcripts vary a little from process to process).
 SAME_ACCURACY = 0.015
+APOSTROPHES = "'’"  # dropped before comparing words: "don't" and "dont" are the same word
 
 
 # ---- the turns -----------------------------------------------------------------------------------------
 
-def _title(name: str) -> str:
-    """A ReDial movie name without its "(Year)"."""
-    return re.sub(r"\s*\(\d{4}\)\s*$", "", name).strip()
-
-
-def render(text: str, mentions: dict, names: dict) -> str:
-    """A ReDial message with its "@123" movie references spoken as titles."""
-    rendered = MENTION.sub(lambda m: _title(mentions.get(m.group(1)) or names.get(m.group(1), "")), text)
-    return re.sub(r"\s+([.,!?])", r"\1", re.sub(r"\s+", " ", rendered)).strip()
-
-
 def is_small_talk(text: str) -> bool:
     """True when every word of the turn is a greeting or pleasantry."""
-    return all(w in GREETING_WORDS for w in normalise(text).split())
+    return all(w in GREETING_WORDS for w in plain_words(text, drop=APOSTROPHES).split())
 
 
 def seeker_turns(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
@@ -70,15 +67,14 @@ def seeker_turns(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
     with open(redial / "dev.jsonl") as fh:
         for line in fh:
             dialogue = json.loads(line)
-            mentions = dialogue.get("movieMentions") or {}
             questions = dialogue.get("respondentQuestions") or dialogue.get("initiatorQuestions") or {}
             questions = questions if isinstance(questions, dict) else {}
             messages = dialogue["messages"]
             for i, message in enumerate(messages):
                 if message["senderWorkerId"] != dialogue["initiatorWorkerId"]:
                     continue
-                text = render(message["text"], mentions, names)
-                if len(normalise(text).split()) < MIN_WORDS or is_small_talk(text):
+                text = render(message["text"], dialogue, names=names, spoken=True)
+                if len(plain_words(text, drop=APOSTROPHES).split()) < MIN_WORDS or is_small_talk(text):
                     continue
                 reply = next((m for m in messages[i + 1:] if m["senderWorkerId"] == dialogue["respondentWorkerId"]),
                              None)
@@ -100,12 +96,6 @@ def speak(text: str, wav: Path) -> Path:
 
 # ---- measures ------------------------------------------------------------------------------------------
 
-def normalise(text: str) -> str:
-    """Lower case, punctuation gone (apostrophes dropped, other marks become spaces), single spaces."""
-    text = text.lower().replace("'", "").replace("’", "")
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
-
-
 def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
     """Word-level Levenshtein distance (substitutions, insertions, deletions)."""
     previous = list(range(len(hypothesis) + 1))
@@ -118,8 +108,8 @@ def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word edits, reference words) after normalising both texts."""
-    ref, hyp = normalise(reference).split(), normalise(hypothesis).split()
+    """(word edits, reference words) after reducing both texts to plain words (apostrophes dropped)."""
+    ref, hyp = plain_words(reference, drop=APOSTROPHES).split(), plain_words(hypothesis, drop=APOSTROPHES).split()
     return edit_distance(ref, hyp), len(ref)
 
 
@@ -135,11 +125,8 @@ def recall(top: list[str], targets: list[str]) -> list[float]:
 
 # ---- the run -------------------------------------------------------------------------------------------
 
-def _movies_index(settings: Settings):
+def _movies_index(settings: Settings) -> CatalogIndex:
     """The movies index, built with the project's own code if this home has none yet."""
-    from recagent.tools.catalog import load_catalog
-    from recagent.tools.index import CatalogIndex, StoreError
-
     index = CatalogIndex("movies", settings)
     try:
         if index.count() > 0:
@@ -151,7 +138,7 @@ def _movies_index(settings: Settings):
     return index
 
 
-def _configs(models, backends, float32: bool) -> list[dict]:
+def _configs(models: Sequence[str], backends: Sequence[str], float32: bool) -> list[dict]:
     configs = [{"backend": b, "model": m, "compute_type": "int8" if b == "faster-whisper" else "float32"}
                for m in models for b in backends]
     if float32 and "faster-whisper" in backends:  # shows whether the int8 weights explain any disagreement
@@ -162,11 +149,8 @@ def _configs(models, backends, float32: bool) -> list[dict]:
     return configs
 
 
-def _load(config: dict, settings: Settings):
+def _load(config: dict, settings: Settings) -> tuple[speech.FasterWhisper | speech.OpenAIWhisper, float, float]:
     """Load one recognizer; (recognizer, seconds to convert the checkpoint, seconds to load the model)."""
-    from recagent.tools import speech
-    from recagent.tools.models import resolve_model
-
     convert_s = 0.0
     if config["backend"] == "openai-whisper":  # convert first (once per cache) so that load time is loading only
         started = time.perf_counter()
@@ -177,13 +161,9 @@ def _load(config: dict, settings: Settings):
     return recognizer, convert_s, time.perf_counter() - started
 
 
-def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACKENDS, float32: bool = True,
-                   seed: int = 0, repeats: int = 1) -> dict:
+def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODELS,
+                   backends: Sequence[str] = BACKENDS, float32: bool = True, seed: int = 0, repeats: int = 1) -> dict:
     """Measure every backend x model on N spoken seeker turns; print the table and return the figures."""
-    from tqdm import tqdm
-
-    from recagent.tools.speech import AudioError, load_audio, speech_only
-
     data = settings.require_data()
     turns = seeker_turns(data, n, seed)
     index = _movies_index(settings)
@@ -195,11 +175,11 @@ def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACK
               f"{config['convert_s']:.2f} s)", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
-        warm = load_audio(str(speak("I would like a funny movie for tonight.", Path(folder) / "warm.wav")))
+        warm = speech.load_audio(str(speak("I would like a funny movie for tonight.", Path(folder) / "warm.wav")))
         for recognizer in recognizers.values():  # first calls allocate buffers: keep them out of the timings
-            recognizer.transcribe(speech_only(warm))
+            recognizer.transcribe(speech.speech_only(warm))
         for number, turn in enumerate(tqdm(turns, desc="spoken turns", unit="turn", file=sys.stderr)):
-            audio = load_audio(str(speak(turn["text"], Path(folder) / f"turn{number}.wav")))
+            audio = speech.load_audio(str(speak(turn["text"], Path(folder) / f"turn{number}.wav")))
             turn["audio_s"] = round(len(audio) / 16000, 3)
             text_top = [h.id for h in index.search(turn["text"], k=10)]
             turn["text_top10"] = text_top
@@ -211,7 +191,7 @@ def run_voice_eval(settings: Settings, n: int = 50, models=MODELS, backends=BACK
                 for _ in range(repeats):  # other work on a shared machine only ever adds time: keep the fastest
                     started, cpu_started = time.perf_counter(), time.process_time()
                     try:
-                        transcript = recognizers[config["name"]].transcribe(speech_only(audio))
+                        transcript = recognizers[config["name"]].transcribe(speech.speech_only(audio))
                     except AudioError:
                         transcript = ""
                     timings.append((time.perf_counter() - started, time.process_time() - cpu_started))
@@ -297,8 +277,3 @@ def format_table(results: dict) -> str:
     rec = results["recommended"]
     lines.append(f"recommended default: {rec['backend']} {rec['model']} {rec['compute_type']} ({rec['rule']})")
     return "\n".join(lines)
-
-
-def write_json(results: dict, path: str | Path) -> None:
-    """The figures as JSON (turn details included)."""
-    Path(path).write_text(json.dumps(results, indent=2, ensure_ascii=False))

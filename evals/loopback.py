@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 
 def free_port() -> int:
@@ -15,8 +16,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(cmd: list[str], ready: Callable[[], object], timeout: float = 180, log=subprocess.DEVNULL,
-                 what: str = "server") -> subprocess.Popen:
+def start_server(cmd: list[str], ready: Callable[[], object], timeout: float = 180,
+                 log: int | IO[Any] = subprocess.DEVNULL, what: str = "server") -> subprocess.Popen:
     """Start `cmd` and wait until `ready()` stops raising; kill it and raise RuntimeError if it never does."""
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
@@ -32,6 +33,7 @@ def start_server(cmd: list[str], ready: Callable[[], object], timeout: float = 1
 
 
 def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started by start_server: terminate, then kill after 30 s."""
     proc.terminate()
     try:
         proc.wait(30)

@@ -8,27 +8,39 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", file, caption) | ("pre", text)
 
 
-def _pct(value) -> str:
+def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _secs(value) -> str:
+def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
 # ---- plots ---------------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only."""
+    import matplotlib  # noqa: PLC0415  (an optional extra, heavy: loaded only when a report is written)
 
     matplotlib.use("Agg")  # no screen: files only
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (as above)
 
     return plt
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> Path:
+    """Title, slanted labels, a tight layout; the figure written to path and closed."""
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_bars(path: Path, labels: list[str], values: list[float], title: str, ylabel: str,
@@ -38,17 +50,12 @@ def plot_bars(path: Path, labels: list[str], values: list[float], title: str, yl
     fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 3.2))
     bars = ax.bar(labels, values, color="#4c72b0")
     for bar, value in zip(bars, values):
-        ax.annotate(f"{value:.0%}" if percent else f"{value:g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_title(title)
+        ax.annotate(f"{value:.0%}" if percent else f"{value:g}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)
     if percent:
         ax.set_ylim(0, 1.1)
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title)
 
 
 def plot_latency(path: Path, samples: dict[str, list[float]], title: str) -> Path:
@@ -59,17 +66,13 @@ def plot_latency(path: Path, samples: dict[str, list[float]], title: str) -> Pat
     ax.boxplot([samples[s] for s in stages], showfliers=True)
     ax.set_xticks(range(1, len(stages) + 1), stages)
     ax.set_ylabel("seconds")
-    ax.set_title(title)
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title)
 
 
 # ---- writing -------------------------------------------------------------------------------------------------
 
 def to_markdown(blocks: list[Block]) -> str:
+    """The blocks as Markdown."""
     out = []
     for block in blocks:
         kind = block[0]
@@ -91,6 +94,7 @@ def to_markdown(blocks: list[Block]) -> str:
 
 
 def to_html(blocks: list[Block], title: str) -> str:
+    """The blocks as one self-contained HTML page."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -115,7 +119,7 @@ def to_html(blocks: list[Block], title: str) -> str:
     return "\n".join(out)
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     text = html.escape(str(value))
     css = " class='fail'" if str(value).startswith("FAIL") else " class='ok'" if str(value) == "pass" else ""
     return f"<td{css}>{text}</td>"
@@ -169,7 +173,8 @@ def dialogue_report(figures: dict, folder: str | Path) -> dict[str, Path]:
             ["turns passed", _pct(figures["turn_pass_rate"])],
             ["hit@k (an expected item among the first k)", hit],
             ["turns to success (first turn with a hit)",
-             f"mean {reach['mean']} over {reach['reached']} of {reach['scripts_with_hit']} scripts with a hit expectation"],
+             f"mean {reach['mean']} over {reach['reached']} of {reach['scripts_with_hit']} scripts with a hit "
+             "expectation"],
             ["off-catalog items shown", f"{figures['off_catalog_items']} of {figures['items_shown']} "
                                         f"({_pct(figures['off_catalog_rate'])})"],
             ["invented titles removed from replies", figures["invented_titles_removed"]],
@@ -196,23 +201,30 @@ def dialogue_report(figures: dict, folder: str | Path) -> dict[str, Path]:
         ("img", "failures_by_turn.png", "Failed turns by position"),
         ("h", 2, "Scripts"),
         ("table", ["script", "family", "catalog", "result", "expectations", "failed"],
-         [[s["name"], s["family"], s["catalog"], "pass" if s["passed"] else "FAIL", f"{s['checks_passed']}/{s['checks']}",
-           "; ".join(f"turn {t['turn']} {c['kind']}" + (f" ({c['detail']})" if c["detail"] else "")
-                     for t in s["turns"] for c in t["checks"] if not c["passed"])]
-          for s in figures["scripts"]]),
+         [[s["name"], s["family"], s["catalog"], "pass" if s["passed"] else "FAIL",
+           f"{s['checks_passed']}/{s['checks']}", _failed_checks(s)] for s in figures["scripts"]]),
         ("h", 2, "Failed turns in full"),
     ]
     for s in figures["scripts"]:
         for t in s["turns"]:
-            if t["passed"]:
-                continue
-            said = t["text"] if not t["transcript"] else f"{t['text']} (heard from {t['input']})"
-            blocks.append(("h", 3, f"{s['name']}, turn {t['turn']}"))
-            blocks.append(("pre", f"user: {said}" + (f"\nimage: {t['input']['image']}" if "image" in t["input"] else "")
-                           + f"\ntools: {[(c['name'], c['arguments']) for c in t['tool_calls']]}\n"
-                           f"reply: {t['reply']}\nfailed: " + "; ".join(f"{c['kind']}: {c['detail']}" for c in t["checks"]
-                                                                         if not c["passed"])))
+            if not t["passed"]:
+                blocks += [("h", 3, f"{s['name']}, turn {t['turn']}"), ("pre", _failed_turn(t))]
     return write_report(blocks, folder, "recagent evaluation dialogues")
+
+
+def _failed_checks(script: dict) -> str:
+    """'turn 1 forbid (detail); turn 2 hit (detail)': a script's failed expectations in one cell."""
+    return "; ".join(f"turn {t['turn']} {c['kind']}" + (f" ({c['detail']})" if c["detail"] else "")
+                     for t in script["turns"] for c in t["checks"] if not c["passed"])
+
+
+def _failed_turn(turn: dict) -> str:
+    """A failed turn in full: what the user said (or showed), the tool calls, the reply, what failed."""
+    said = turn["text"] if not turn["transcript"] else f"{turn['text']} (heard from {turn['input']})"
+    image = f"\nimage: {turn['input']['image']}" if "image" in turn["input"] else ""
+    failed = "; ".join(f"{c['kind']}: {c['detail']}" for c in turn["checks"] if not c["passed"])
+    return (f"user: {said}{image}\ntools: {[(c['name'], c['arguments']) for c in turn['tool_calls']]}\n"
+            f"reply: {turn['reply']}\nfailed: {failed}")
 
 
 # ---- the simulated-user report -------------------------------------------------------------------------------

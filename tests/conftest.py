@@ -7,12 +7,16 @@ import shutil
 import sys
 from pathlib import Path
 
+import chromadb
 import pytest
 
 from recagent.evals.loopback import free_port, start_server, stop_server
+from recagent.tools.catalog import load_catalog
+from recagent.tools.index import CatalogIndex
 from recagent.tools.settings import Settings
 
 BIN = Path(sys.executable).parent
+RECAGENT = str(BIN / "recagent")  # the installed command, run as users run it
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +37,6 @@ def env(settings) -> dict:
 
 
 def _index(settings: Settings, catalog: str):
-    from recagent.tools.catalog import load_catalog
-    from recagent.tools.index import CatalogIndex
-
     idx = CatalogIndex(catalog, settings)
     report = idx.index(load_catalog(catalog, settings), progress=False)
     assert not report.interrupted
@@ -55,8 +56,6 @@ def fashion_index(settings):
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory):
     """A real `chroma run` server on loopback; yields its URL."""
-    import chromadb
-
     chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
     assert chroma, "the chroma command (from the chromadb package) is not installed"
     port = free_port()

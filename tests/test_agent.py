@@ -6,6 +6,9 @@ import threading
 import pytest
 
 from recagent.agent import Agent, Conversation, LLMError, ScriptedLLM
+from recagent.agent.langchain_export import langchain_tools
+from recagent.agent.repl import TurnCancelled
+from recagent.tools.errors import ConfigError
 
 
 def call(tool, **args):
@@ -141,7 +144,7 @@ def test_conversation_round_trips_through_json(make_agent, tmp_path):
     loaded = Conversation.load(tmp_path / "c.json")
     assert loaded == conv and json.loads((tmp_path / "c.json").read_text())["liked"] == [conv.shown[0]]
     (tmp_path / "bad.json").write_text("{oops")
-    with pytest.raises(ValueError, match="not a recagent conversation"):
+    with pytest.raises(ConfigError, match="not a recagent conversation"):
         Conversation.load(tmp_path / "bad.json")
 
 
@@ -170,8 +173,6 @@ def test_one_agent_serves_conversations_from_several_threads(make_agent):
 
 
 def test_catalog_tools_work_as_langchain_tools(make_agent):
-    from recagent.agent.toolbox import langchain_tools
-
     agent = make_agent()
     tools = {t.name: t for t in langchain_tools(agent.catalog)}
     assert set(tools) == {"search_catalog", "similar_items", "refine_last", "item_details"}
@@ -193,8 +194,6 @@ def test_agent_is_usable_from_langchain(make_agent):
 
 
 def test_a_cancelled_turn_leaves_the_conversation_as_it_was(make_agent):
-    from recagent.agent.repl import TurnCancelled
-
     agent = make_agent(call("search_catalog", query="pixar", filters=[]), "Pixar picks.")
     conv = agent.new_conversation()
     before = conv.to_dict()

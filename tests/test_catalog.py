@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from recagent.tools.catalog import CatalogError, load_catalog, load_file_catalog, singular, split_movie_title
+from recagent.tools.catalog import load_catalog, load_file_catalog, singular, split_movie_title
+from recagent.tools.errors import CatalogError, ConfigError
 
 
 def test_movies_catalog_has_every_movie_with_fields(settings):
@@ -86,5 +87,5 @@ def test_jsonl_catalog_reports_bad_json_and_bad_fields(tmp_path):
 def test_unknown_catalog_and_missing_data_say_what_to_do(settings, tmp_path):
     with pytest.raises(CatalogError, match="unknown catalog 'boats'"):
         load_catalog("boats", settings)
-    with pytest.raises(Exception, match="recagent data download"):
+    with pytest.raises(ConfigError, match="recagent data download"):
         load_catalog("movies", settings.with_(data=tmp_path / "nowhere"))

@@ -4,13 +4,10 @@ import http.server
 import json
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
-
-RECAGENT = str(Path(sys.executable).parent / "recagent")
+from conftest import RECAGENT
 
 
 def script(tmp_path, *answers) -> str:

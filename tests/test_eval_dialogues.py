@@ -4,18 +4,17 @@ replay (exact, without a model), leak-free simulated users; one small run with t
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import RECAGENT
 
-from recagent.agent.llm import LLMError, ReplayError, ReplayLLM, ScriptedLLM
-from recagent.evals.eval_dialogues import (FAMILIES, ScriptError, load_scripts, run_dialogues, validate_scripts)
+from recagent.agent.llm import ReplayLLM, ScriptedLLM, make_llm
+from recagent.agent.loop import Agent
+from recagent.evals.eval_dialogues import FAMILIES, fixture_agent, load_scripts, run_dialogues, validate_scripts
 from recagent.evals.report import dialogue_report, simulate_report
+from recagent.evals.simulate import fashion_targets, leaks, movie_targets, run_simulation, user_turns
 from recagent.tools.catalog import load_catalog
-from recagent.evals.simulate import (fashion_targets, leaks, movie_targets, run_simulation, user_turns)
-
-RECAGENT = str(Path(sys.executable).parent / "recagent")
+from recagent.tools.errors import ConfigError, ReplayError, ScriptError
 
 SHARK_SCRIPT = """
 name: shark-and-older
@@ -135,12 +134,12 @@ def test_recorded_run_replays_identically_without_a_model(shark_script, settings
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["replay"]["identical"] and "replay of" in done.stdout
     shark_script.write_text(SHARK_SCRIPT.replace("say: something older", "say: something newer"))
-    with pytest.raises(LLMError, match=r"replay diverged: LLM call 4 differs .*message 2"):
+    with pytest.raises(ReplayError, match=r"replay diverged: LLM call 4 differs .*message 2"):
         run_dialogues(load_scripts(shark_script), settings, ReplayLLM(str(recording)), replay=str(recording),
                       progress=False)
+    replay = ReplayLLM(str(recording))
+    replay.position = len(replay.records)
     with pytest.raises(ReplayError, match="more LLM calls"):
-        replay = ReplayLLM(str(recording))
-        replay.position = len(replay.records)
         replay.complete([{"role": "user", "content": "hi"}])
 
 
@@ -169,19 +168,32 @@ def test_simulation_stops_at_success_and_reports_per_mode(settings, movies_index
     for dialogue in figures["dialogues"]:
         found = dialogue["success_turn"]
         assert len(dialogue["turns"]) == (found or 3)  # stops when the target is listed
-        assert all(len(t["items"]) <= 10 for t in dialogue["turns"])
+        assert all(len(t["items"]) == 10 for t in dialogue["turns"])  # the agent lists k items a turn, not 5
         assert (dialogue["target"] in dialogue["turns"][-1]["items"]) == bool(found)
     assert mode["success_by_turn"] == sorted(mode["success_by_turn"])
+    assert mode["success_by_turn"][-1] == round(mode["successes"] / 3, 3)
     written = simulate_report(figures, tmp_path)
     assert "success@10" in written["markdown"].read_text()
+    with pytest.raises(ConfigError, match="unknown mode.*smell"):
+        run_simulation(settings, llm, "movies", 3, ["text", "smell"], progress=False)
+
+
+def test_fixture_overrides_one_field_for_its_script_only(settings, movies_index):
+    [script] = [s for s in load_scripts() if s.fixture]
+    agent = Agent(ScriptedLLM([]), "movies", settings, shown=7, max_steps=2)
+    jaws = agent.catalog.find_title("Jaws (1975)")
+    assert jaws is not None
+    scoped = fixture_agent(agent, script)
+    assert scoped.catalog.meta[jaws]["tags"] == script.fixture["override"]["value"]
+    assert "IMPORTANT SYSTEM NOTE" not in str(agent.catalog.meta[jaws]["tags"])  # the shared view is untouched
+    assert scoped.catalog.index is agent.catalog.index and (scoped.shown, scoped.max_steps) == (7, 2)
 
 
 @pytest.mark.slow
 def test_real_llm_runs_a_few_scripts_and_replays_them(settings, movies_index, tmp_path):
     """The real local model on three packaged scripts (typed, spoken, adversarial), with the report built."""
-    from recagent.agent.llm import make_llm
-
-    scripts = [s for s in load_scripts() if s.name in ("basic-shark", "voice-refine-older", "adversarial-invented-title")]
+    names = ("basic-shark", "voice-refine-older", "adversarial-invented-title")
+    scripts = [s for s in load_scripts() if s.name in names]
     recording = tmp_path / "calls.jsonl"
     figures = run_dialogues(scripts, settings, make_llm("local", settings), record=recording, progress=False)
     turns = [t for s in figures["scripts"] for t in s["turns"]]

@@ -3,6 +3,7 @@ and a clear message for a broken store. Real files in a fresh home each; no inde
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import stat
 import threading
@@ -15,8 +16,7 @@ from rich.console import Console
 from recagent.agent import cli
 from recagent.agent.conversation import Conversation
 from recagent.agent.repl import Repl
-from recagent.tools.feedback import (FeedbackError, feedback_events, forget_user, record_feedback, store_path,
-                                     user_key)
+from recagent.tools.feedback import FeedbackError, feedback_events, forget_user, record_feedback, store_path, user_key
 from recagent.tools.settings import Settings
 
 NAME = "Zelda Quintanilla-Marsh"  # a name that shows up in the bytes if it is ever written
@@ -31,6 +31,11 @@ def _clean_env(monkeypatch):
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings.load(home=tmp_path / "home")
+
+
+def reloaded(settings: Settings) -> Settings:
+    """The settings loaded again, as a new process would: the environment is read now."""
+    return Settings.load(home=settings.home)
 
 
 def home_bytes(settings: Settings) -> bytes:
@@ -57,7 +62,7 @@ def repl(settings: Settings, **options) -> Repl:
 def test_the_pseudonym_is_stable_in_a_home_and_differs_between_homes(tmp_path):
     one, two = Settings.load(home=tmp_path / "one"), Settings.load(home=tmp_path / "two")
     key = user_key(NAME, one)
-    assert len(key) == 64 and int(key, 16) >= 0 and NAME not in key
+    assert re.fullmatch(r"[0-9a-f]{64}", key) and NAME not in key  # an HMAC-SHA256 in hex
     assert user_key(NAME, one) == key == user_key(f"  {NAME} ", Settings.load(home=tmp_path / "one"))
     assert user_key("someone else", one) != key
     assert user_key(NAME, two) != key
@@ -118,9 +123,9 @@ def test_repl_like_dislike_and_accept_record_feedback(settings):
 
 def test_conversation_text_is_stored_only_when_the_user_opts_in(settings, monkeypatch):
     repl(settings, user="ana", share_text=True).command("/like 1")
-    monkeypatch.setenv("RECAGENT_FEEDBACK_TEXT", "1")
-    repl(settings, user="bob").command("/like 2")
-    repl(settings, user="cy", share_text=False).command("/like 3")  # the option beats the environment
+    monkeypatch.setenv("RECAGENT_FEEDBACK_TEXT", "1")  # read when the settings are loaded
+    repl(reloaded(settings), user="bob").command("/like 2")
+    repl(reloaded(settings), user="cy", share_text=False).command("/like 3")  # the option beats the environment
     with sqlite3.connect(store_path(settings)) as con:
         texts = [t for (t,) in con.execute("SELECT text FROM feedback ORDER BY id")]
     assert "lighthouse keepers" in texts[0] and "lighthouse keepers" in texts[1] and texts[2] is None
@@ -133,9 +138,9 @@ def test_feedback_can_be_turned_off(settings, monkeypatch):
     r.command("/help")
     assert r.conversation.liked == ["101"] and "not being stored" in r.console.export_text()
     monkeypatch.setenv("RECAGENT_FEEDBACK", "0")
-    repl(settings, user="ana").command("/dislike 2")
+    repl(reloaded(settings), user="ana").command("/dislike 2")
     assert not settings.home.exists()
-    repl(settings, user="ana", feedback=True).command("/like 3")  # the option beats the environment
+    repl(reloaded(settings), user="ana", feedback=True).command("/like 3")  # the option beats the environment
     assert [e["item"] for e in feedback_events(settings)] == ["303"]
 
 
@@ -209,7 +214,7 @@ def test_concurrent_writers(settings):
 
 
 def test_chat_options_reach_the_repl(settings, monkeypatch):
-    monkeypatch.setattr(cli, "_agent", lambda s, *args: stub_agent(s))
+    monkeypatch.setattr(cli.chat, "agent_for", lambda s, *args: stub_agent(s))
     done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "chat", "--user", NAME, "--share-text"],
                               input="/like 1\n/buy 2\n/quit\n")
     assert done.exit_code == 0, done.output

@@ -5,19 +5,28 @@ import json
 import random
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
+import torch
+from conftest import RECAGENT
 from PIL import Image
 
-from recagent.evals.eval_images import held_out_items
-from recagent.tools.images import ImageError, embed_image, image_encoder, load_image, load_open_clip
+from recagent.evals.eval_images import held_out_items, perturb
+from recagent.tools.catalog import Item, load_catalog
+from recagent.tools.errors import ImageError, MissingModelError
+from recagent.tools.filters import where_fields
+from recagent.tools.images import embed_image, image_encoder, load_image, load_open_clip, named_head_values
 from recagent.tools.retrieval import retrieve_candidates
 
-RECAGENT = str(Path(sys.executable).parent / "recagent")
+
+def photo_of(item: Item) -> str:
+    """A held-out product's photo (every one has one)."""
+    assert item.image, item.id
+    return item.image
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,9 @@ def png_bomb(path: Path, side: int = 30000) -> Path:
 
 @pytest.fixture(scope="module")
 def bad_images(tmp_path_factory, photo) -> dict:
-    d = tmp_path_factory.mktemp("bad-images")
+    # A path longer than a terminal line: a message naming it must still reach a pipe whole.
+    d = tmp_path_factory.mktemp("bad-images") / ("a-folder-with-a-long-name-" * 4)
+    d.mkdir()
     (d / "notes.jpg").write_text("this is a shopping list, not a photo\n")
     (d / "empty.jpg").write_bytes(b"")
     data = photo.read_bytes()
@@ -75,14 +86,11 @@ def test_cmyk_transparency_and_animation_are_handled(tmp_path, photo, settings, 
 
     frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    first = load_image(tmp_path / "anim.gif")
-    assert first.getpixel((5, 5))[0] > 200 and first.getpixel((5, 5))[2] < 50
+    pixel = load_image(tmp_path / "anim.gif").getpixel((5, 5))
+    assert isinstance(pixel, tuple) and pixel[0] > 200 and pixel[2] < 50
 
 
 def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
-    import open_clip
-    import torch
-
     config = {"embed_dim": 32,
               "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
@@ -107,7 +115,7 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
     # through the configuration, as users set it: the checkpoint's weights are what is used
     configured = settings.with_(models={**settings.models, "image-encoder": f"open_clip:{arch}:{tmp_path / 'tiny.pt'}"})
     np.testing.assert_allclose(embed_image(photo, configured), expected, atol=1e-5)
-    with pytest.raises(Exception, match="cannot be loaded|not found|neither"):
+    with pytest.raises(MissingModelError, match="cannot be loaded|not found|neither"):
         load_open_clip(str(arch), str(tmp_path / "missing.pt"), settings)
 
 
@@ -115,8 +123,6 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
 
 @pytest.fixture(scope="module")
 def fashion_images(settings, fashion_index):
-    from recagent.tools.catalog import load_catalog
-
     report = fashion_index.index_images(load_catalog("fashion", settings), image_encoder(settings, "fashion"),
                                         progress=False)
     assert report.added + report.unchanged + report.updated >= 9500
@@ -148,18 +154,16 @@ def test_attribute_heads_predict_held_out_fields(settings):
     encoder = image_encoder(settings, "fashion")
     assert set(encoder.facet_weights) == set(encoder.text_facet_weights) == {"articleType", "baseColour"}
     items = held_out_items(settings, 200)
-    vectors = encoder.embed_images([load_image(it.image) for it in items])
-    right = {"articleType": [], "baseColour": []}
+    vectors = encoder.embed_images([load_image(photo_of(it)) for it in items])
+    right: dict[str, list[bool]] = {"articleType": [], "baseColour": []}
     for item, vector in zip(items, vectors):
         for name, logp in encoder.field_logprobs(vector).items():
-            right[name].append(max(logp, key=logp.get) == item.metadata.get(name))
+            right[name].append(max(logp, key=lambda value: logp[value]) == item.metadata.get(name))
     assert np.mean(right["articleType"]) >= 0.7 and np.mean(right["baseColour"]) >= 0.5, \
         {k: np.mean(v) for k, v in right.items()}
 
 
 def test_words_that_name_a_colour_and_a_kind():
-    from recagent.tools.images import named_head_values
-
     heads = {"baseColour": ["Blue", "Navy Blue", "Red"], "articleType": ["Tshirts", "Casual Shoes", "Jeans"]}
     assert named_head_values("a red T-shirt please", heads) == {"baseColour": "Red", "articleType": "Tshirts"}
     assert named_head_values("navy blue jeans", heads) == {"baseColour": "Navy Blue", "articleType": "Jeans"}
@@ -168,10 +172,8 @@ def test_words_that_name_a_colour_and_a_kind():
 
 
 def test_a_constrained_field_is_left_to_the_filter():
-    from recagent.tools.retrieval import _fields
-
-    assert _fields({"$and": [{"baseColour": "Black"}, {"year": {"$gte": 2010}}]}) == {"baseColour", "year"}
-    assert _fields({"gender": "Men"}) == {"gender"} and _fields(None) == set()
+    assert where_fields({"$and": [{"baseColour": "Black"}, {"year": {"$gte": 2010}}]}) == {"baseColour", "year"}
+    assert where_fields({"gender": "Men"}) == {"gender"} and where_fields(None) == set()
 
 
 def test_text_finds_photos(settings, fashion_images):
@@ -183,13 +185,11 @@ def test_text_finds_photos(settings, fashion_images):
 
 
 def test_a_perturbed_photo_finds_itself(settings, fashion_images):
-    from recagent.evals.eval_images import perturb
-
     rng = random.Random(1)
     items = held_out_items(settings, 10)
     found = 0
     for item in items:
-        query = perturb(load_image(item.image), rng)
+        query = perturb(load_image(photo_of(item)), rng)
         buffer = io.BytesIO()
         query.save(buffer, "PNG")
         hits = retrieve_candidates(fashion_images, photo=buffer.getvalue(), k=10)
@@ -204,7 +204,7 @@ def test_ask_like_this_but_in_black(env, tmp_path, settings, fashion_images):
     script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "t-shirt in black", "filters": []}},
                                   "Here are black ones."]))
     done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",
-                           red.image, "--json", "--llm", "scripted", "--model", str(script)],
+                           photo_of(red), "--json", "--llm", "scripted", "--model", str(script)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     items = json.loads(done.stdout)["items"][:5]
@@ -242,14 +242,14 @@ def test_train_image_encoder_short_run_resumes_and_loads(env, tmp_path, settings
     first = subprocess.run(args + ["--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert out.is_file() and out.with_suffix(".state.pt").is_file()
-    # more epochs with the same settings: continues from the saved epoch
+    # more epochs: the epoch count shapes the learning-rate schedule, so the saved state does not fit and
+    # training starts afresh (two epochs)
     second = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert "starting afresh" in second.stderr  # the epoch count is part of the schedule: a new run
+    assert "starting afresh" in second.stderr
+    # the same command again: it resumes from the saved epoch (the last: nothing left to train)
     again = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
     assert "resuming from epoch 2 of 2" in again.stderr, again.stderr
-
-    import torch
 
     meta = torch.load(out, map_location="cpu", weights_only=True)["meta"]
     assert meta["catalogs"] == ["fashion"] and len(meta["history"]) == 2

@@ -1,24 +1,21 @@
 """The Chroma index on a user catalog: idempotent, incremental, resumable, and safe with malformed rows."""
 
-import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import RECAGENT
 
 from recagent.agent.cli import main
 from recagent.tools.catalog import load_file_catalog
-from recagent.tools.index import CatalogIndex, parse_where
-from recagent.tools.settings import ConfigError
+from recagent.tools.filters import parse_where
+from recagent.tools.index import CatalogIndex
 
-RECAGENT = str(Path(sys.executable).parent / "recagent")
 HEADER = "id,title,description,genre,price\n"
 ROWS = [
     "k1,Chef's knife,Forged steel kitchen knife for chopping vegetables,Kitchen,45",
@@ -60,23 +57,6 @@ def test_index_is_idempotent_incremental_and_keeps_items_of_malformed_rows(setti
     hits = idx.search("something to cut tree branches", k=2)
     assert hits[0].id == "g2" and hits[0].score > hits[1].score
     assert [h.id for h in idx.search("a pan", k=5, where=parse_where(["genre=kitchen", "price<40"], idx.fields()))] == ["k2"]
-
-
-def test_where_filters_are_checked_against_the_catalog_fields():
-    fields = {"genres": {"type": "list", "values": ["Comedy", "Horror"]}, "year": {"type": "int"},
-              "baseColour": {"type": "str", "values": ["Navy Blue", "Red"]}}
-    assert parse_where(["genre=comedy", "year=1990..1999"], fields) == {
-        "$and": [{"genres": {"$contains": "Comedy"}}, {"year": {"$gte": 1990}}, {"year": {"$lte": 1999}}]}
-    assert parse_where(["colour!=navy blue"], fields) == {"baseColour": {"$ne": "Navy Blue"}}
-    assert parse_where(["genres!=Horror"], fields) == {"genres": {"$not_contains": "Horror"}}
-    with pytest.raises(ConfigError, match="unknown filter field 'price'"):
-        parse_where(["price<10"], fields)
-    with pytest.raises(ConfigError, match="'Western' is not a value of 'genres'"):
-        parse_where(["genre=Western"], fields)
-    with pytest.raises(ConfigError, match="needs a number"):
-        parse_where(["year>=old"], fields)
-    with pytest.raises(ConfigError, match="cannot read filter"):
-        parse_where(["year"], fields)
 
 
 def _big_catalog(path: Path, n: int) -> Path:

@@ -5,14 +5,15 @@ import json
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import RECAGENT
 
+from recagent.agent.catalog_view import CatalogView
+from recagent.evals.eval_images import held_out_items
 from recagent.evals.loopback import free_port, start_server, stop_server
 from recagent.tools.models import resolve_model
 
-RECAGENT = str(Path(sys.executable).parent / "recagent")
 pytestmark = pytest.mark.slow
 
 
@@ -39,12 +40,10 @@ def ask(env, conv, text, *backend):
 
 @pytest.mark.parametrize("backend", ["local", "openai"])
 def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, movies_index, request):
-    from recagent.agent.toolbox import Catalog
-
     args = ["--llm", "local"]
     if backend == "openai":
         args = ["--llm", "openai", "--base-url", request.getfixturevalue("llama_server"), "--model", "qwen"]
-    catalog = Catalog(movies_index)
+    catalog = CatalogView(movies_index)
     conv = tmp_path / "conversation.json"
     shown: list[str] = []
 
@@ -89,8 +88,6 @@ def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
 @pytest.mark.parametrize("colour,kind", [("Red", "Tshirts"), ("Blue", "Casual Shoes")])
 def test_photo_like_this_but_in_black(env, settings, colour, kind):
     """Acceptance: a photo of a coloured item + "but in black" -> black items of the same type, real planner."""
-    from recagent.evals.eval_images import held_out_items
-
     [item] = held_out_items(settings, 1, articleType=kind, baseColour=colour)
     subprocess.run([RECAGENT, "index", "--catalog", "fashion", "--quiet"], env=env, check=True, capture_output=True)
     done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",

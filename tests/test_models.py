@@ -1,18 +1,20 @@
 """The model asset resolver: offline packages, overrides, hash verification, clear errors."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from recagent.tools import models
-from recagent.tools.models import ASSETS, MissingModelError, ModelAsset, embed_texts, resolve_model
+from recagent.tools.errors import MissingModelError
+from recagent.tools.models import ASSETS, ModelAsset, embed_texts, resolve_model
 
 
 def test_every_offline_model_resolves_to_real_files(settings):
     for name in ASSETS:
         path = resolve_model(name, settings)
-        assert path and __import__("pathlib").Path(path).exists(), name
+        assert path and Path(path).exists(), name
     gguf = resolve_model("llm", settings)
     with open(gguf, "rb") as fh:
         assert fh.read(4) == b"GGUF"
@@ -37,7 +39,8 @@ def test_config_file_overrides(settings, tmp_path):
 
 
 def test_missing_package_names_what_to_install(tmp_path):
-    asset = ModelAsset("llm-test", "a test model", ("recagent-no-such-part1", "recagent-no-such-part2"), "x.gguf", "0" * 64)
+    asset = ModelAsset("llm-test", "a test model", ("recagent-no-such-part1", "recagent-no-such-part2"), "x.gguf",
+                       "0" * 64)
     with pytest.raises(MissingModelError, match="pip install recagent-no-such-part1 recagent-no-such-part2"):
         models._build_gguf(asset, tmp_path)
 

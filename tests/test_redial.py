@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import RECAGENT
 
 from recagent.tools.catalog import load_catalog
-from recagent.tools.redial import (MENTION, default_mapping, load_dialogues, match_titles, normalise_title,
-                                   protocol_samples, redial_dir, redial_titles, split_year)
-
-RECAGENT = str(Path(sys.executable).parent / "recagent")
+from recagent.tools.datasets.redial import (
+    MENTION,
+    compare_mappings,
+    default_mapping,
+    load_dialogues,
+    match_titles,
+    protocol_samples,
+    redial_dir,
+    redial_titles,
+    render,
+    split_year,
+)
+from recagent.tools.text import title_key
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +65,26 @@ def test_samples_see_only_the_messages_before_the_suggestion(settings, titles):
     assert "Super Troopers (2001)" in first.messages[0][1]  # "@111776" rendered
 
 
+def test_one_renderer_for_the_protocol_and_for_speech():
+    dialogue = {"movieMentions": {"1": "Police Academy  (1984)", "2": "Heat (1995)", "4": ""}}
+    text = "Have you seen @1 or @2 ?  Or @3 , @4"
+    # the protocol: the MovieLens "Title (Year)" when the id maps, else ReDial's name; unknown ids stay
+    assert render(text, dialogue, {"2": "6"}, {"6": "Heat (1995)"}) == \
+        "Have you seen Police Academy (1984) or Heat (1995) ?  Or @3 , @4"
+    # spoken: no years, names from movies_with_mentions.csv when the dialogue has none, unknown ids left out
+    assert render(text, dialogue, names={"3": "Jaws (1975)"}, spoken=True) == \
+        "Have you seen Police Academy or Heat? Or Jaws,"
+
+
+def test_the_mapping_comparison_adds_up(settings):
+    c = compare_mappings(settings, sample=5, seed=5)
+    assert c["same"] + len(c["different"]) + c["only_shipped"] == c["shipped"] == len(default_mapping(settings))
+    assert c["matched"] == len(c["matches"]) == c["same"] + len(c["different"]) + c["added"]
+    assert len(c["shipped_rows"]) == len(c["added_rows"]) == 5
+    assert all(rule in ("exact", "year±1", "title-only") for _, _, rule in c["added_rows"])
+    assert compare_mappings(settings, sample=5, seed=5)["shipped_rows"] == c["shipped_rows"]  # the seed decides
+
+
 def test_matcher_keeps_every_shipped_match_and_finds_more(settings, movies, titles):
     names = redial_titles(redial_dir(settings) / "movies_with_mentions.csv")
     shipped = default_mapping(settings)
@@ -69,15 +97,15 @@ def test_matcher_keeps_every_shipped_match_and_finds_more(settings, movies, titl
     assert by_name["Super8"] == "Super 8 (2011)"  # spaces ignored
     assert re.match(r"Taxi Driver \(1976\)", by_name["Taxi Driver  (1977)"])  # a year one apart
     # a name without a year is matched only when one MovieLens film has that title
-    count = {}
+    count: dict[str, int] = {}
     for it in movies.items:
-        key = normalise_title(it.metadata["title"])
+        key = title_key(it.metadata["title"])
         count[key] = count.get(key, 0) + 1
     no_year = [(r, m) for r, (m, rule) in mine.items() if rule == "title-only"]
     assert no_year
-    for r, m in no_year:
+    for r, _m in no_year:
         assert split_year(names[r])[1] is None
-        assert count.get(normalise_title(split_year(names[r])[0]), 1) <= 1
+        assert count.get(title_key(split_year(names[r])[0]), 1) <= 1
 
 
 def test_eval_redial_writes_the_figures(settings, env, tmp_path):

@@ -2,12 +2,9 @@
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-RECAGENT = str(Path(sys.executable).parent / "recagent")
+from conftest import RECAGENT
 
 
 @pytest.fixture(scope="module", params=["embedded", "server"])

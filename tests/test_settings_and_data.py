@@ -11,23 +11,6 @@ from click.testing import CliRunner
 
 from recagent.agent.cli import main
 from recagent.tools.data import DownloadError, download_movielens
-from recagent.tools.settings import ConfigError, Settings
-
-
-def test_options_beat_environment_beats_config(tmp_path, monkeypatch):
-    cfg = tmp_path / "config.toml"
-    cfg.write_text('chroma_url = "http://from-config:1"\ndata = "/from/config"\n')
-    monkeypatch.setenv("RECAGENT_CONFIG", str(cfg))
-    monkeypatch.delenv("RECAGENT_CHROMA_URL", raising=False)
-    monkeypatch.delenv("RECAGENT_DATA", raising=False)
-    s = Settings.load(home=tmp_path)
-    assert s.chroma_url == "http://from-config:1" and str(s.data) == "/from/config"
-    monkeypatch.setenv("RECAGENT_CHROMA_URL", "http://from-env:2")
-    assert Settings.load(home=tmp_path).chroma_url == "http://from-env:2"
-    assert Settings.load(home=tmp_path, chroma_url="http://from-option:3").chroma_url == "http://from-option:3"
-    cfg.write_text("not = [toml")
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        Settings.load(home=tmp_path)
 
 
 def test_missing_data_gives_one_clear_message(tmp_path):

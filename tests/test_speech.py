@@ -3,22 +3,22 @@ CTranslate2 -> openai-whisper checkpoint converter."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import whisper
+from conftest import RECAGENT
 
 from recagent.evals.eval_voice import word_errors
+from recagent.tools.errors import AudioError, ConfigError
 from recagent.tools.models import resolve_model
-from recagent.tools.settings import ConfigError
-from recagent.tools.speech import AudioError, _openai_checkpoint, transcribe_audio
-from recagent.tools.whisper_convert import convert_to_file
+from recagent.tools.speech import _openai_checkpoint, load_audio, speech_only, speech_recognizer, transcribe_audio
+from recagent.tools.train.whisper_convert import convert_to_file
 
 FORMATS = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 REQUEST = "I want a red dress for a summer wedding."
 SENTENCES = ["Have you seen the Shawshank Redemption? I loved it.", REQUEST,
              "Something like Inception or The Matrix would be great."]
-RECAGENT = str(Path(sys.executable).parent / "recagent")
 
 
 def espeak(text: str, wav: Path) -> Path:
@@ -76,23 +76,23 @@ def test_unusable_recordings_get_a_clear_message(audio, settings, backend, name,
 
 def test_too_long_recording_is_refused(audio, settings, monkeypatch):
     monkeypatch.setenv("RECAGENT_MAX_AUDIO_SECONDS", "3")
+    loaded = settings.load(home=settings.home)  # the settings read the environment when they are loaded
+    assert loaded.max_audio_seconds == 3
     with pytest.raises(AudioError, match="the recording is 5 s long; the limit is 3 s"):
-        transcribe_audio(str(audio / "long.wav"), settings, model="whisper-tiny-en", backend="openai-whisper")
+        transcribe_audio(str(audio / "long.wav"), loaded, model="whisper-tiny-en", backend="openai-whisper")
 
 
 def test_backend_and_model_come_from_the_environment(audio, settings, monkeypatch):
     monkeypatch.setenv("RECAGENT_ASR_BACKEND", "no-such-backend")
     with pytest.raises(ConfigError, match="unknown speech backend 'no-such-backend'"):
-        transcribe_audio(str(audio / "sentence0.wav"), settings)
+        transcribe_audio(str(audio / "sentence0.wav"), settings.load(home=settings.home))
     monkeypatch.setenv("RECAGENT_ASR_BACKEND", "openai-whisper")
     monkeypatch.setenv("RECAGENT_ASR_MODEL", "whisper-tiny-en")
-    assert transcribe_audio(str(audio / "sentence0.wav"), settings) == \
+    assert transcribe_audio(str(audio / "sentence0.wav"), settings.load(home=settings.home)) == \
         "Have you seen the Shawshank Redemption? I loved it."
 
 
 def test_converted_checkpoint_is_written_once_and_loads_in_openai_whisper(tmp_path):
-    import whisper
-
     target = tmp_path / "tiny.pt"
     convert_to_file(resolve_model("whisper-tiny-en"), target)
     written = target.stat().st_mtime_ns
@@ -110,8 +110,10 @@ def test_standard_whisper_names_go_to_openai_whisper_unchanged(settings):
 
 @pytest.mark.parametrize("model", ["whisper-tiny-en", "whisper-base"])
 def test_openai_whisper_on_the_converted_weights_hears_what_faster_whisper_hears(audio, settings, model):
+    # the same weights at the same precision: faster-whisper's default int8 can hear a word differently on some CPUs
+    faster_float32 = speech_recognizer(settings, model, "faster-whisper", compute_type="float32")
     for i, sentence in enumerate(SENTENCES):
-        faster = transcribe_audio(str(audio / f"sentence{i}.wav"), settings, model=model, backend="faster-whisper")
+        faster = faster_float32.transcribe(speech_only(load_audio(str(audio / f"sentence{i}.wav"))))
         openai = transcribe_audio(str(audio / f"sentence{i}.wav"), settings, model=model, backend="openai-whisper")
         assert openai == faster
         assert word_errors(sentence, openai)[0] <= 1, openai

@@ -15,16 +15,14 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .errors import CatalogError
 from .settings import Settings
 
 Scalar = str | int | float | bool
 MetaValue = Scalar | list[str]
 BUILTIN_CATALOGS = ("movies", "fashion")
-
-
-class CatalogError(Exception):
-    """A catalog cannot be read at all (missing file, unknown name, no usable row)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Item:
     id: str
     title: str
     description: str = ""
-    metadata: dict[str, MetaValue] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # MetaValue values
     image: str | None = None
 
     def document(self) -> str:
@@ -235,8 +233,8 @@ def load_movies(data_dir: Path, top_tags: int = 8) -> Catalog:
     links = {}
     if (root / "links.csv").is_file():
         links = {row["movieId"]: row for _, row in _read_csv_rows(root / "links.csv", errors)}
-    counts: Counter = Counter()
-    sums: Counter = Counter()
+    counts: Counter[str] = Counter()
+    sums: defaultdict[str, float] = defaultdict(float)
     if (root / "ratings.csv").is_file():
         for _, row in _read_csv_rows(root / "ratings.csv", errors):
             try:
@@ -258,7 +256,7 @@ def load_movies(data_dir: Path, top_tags: int = 8) -> Catalog:
             parts.append("Genres: " + ", ".join(genres) + ".")
         if movie_tags:
             parts.append("Tags: " + ", ".join(movie_tags) + ".")
-        metadata: dict[str, MetaValue] = {"title": title}
+        metadata: dict[str, Any] = {"title": title}
         if year:
             metadata["year"] = year
         if genres:
@@ -315,7 +313,7 @@ def load_fashion(data_dir: Path) -> Catalog:
         if not pid or not name:
             errors.append(RowError(str(products), lineno, "missing id or productDisplayName"))
             continue
-        metadata: dict[str, MetaValue] = {k: row[k].strip() for k in FASHION_FIELDS if row.get(k, "").strip()}
+        metadata: dict[str, Any] = {k: row[k].strip() for k in FASHION_FIELDS if row.get(k, "").strip()}
         year = row.get("year", "").strip()
         if year:
             try:
@@ -331,6 +329,39 @@ def load_fashion(data_dir: Path) -> Catalog:
         image = root / (row.get("image", "").strip() or f"images/{pid}.jpg")
         items.append(Item(pid, name, description, metadata, str(image) if image.is_file() else None))
     return Catalog("fashion", items, errors, str(products))
+
+
+# ---- how to speak of a catalog ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CatalogProfile:
+    """How the agent speaks of a catalog's items: the kind of recommender, what an item is called, which fields
+    the planner may filter on, which fields the compact result lines and the reason line are made of."""
+
+    kind: str = "shopping"  # the planner prompt's word: "a {kind} recommender"
+    noun: str = "item"  # "What kind of {noun} are you in the mood for?"
+    hidden: tuple[str, ...] = ("title", "tags", "imdb_id", "tmdb_id", "ratings", "rating")  # not planner filters
+    compact: tuple[str, ...] = ("year", "genres", "tags", "articleType", "baseColour", "gender", "usage")
+    reason_lists: tuple[str, ...] = ("genres",)  # list fields whose first values open the reason line
+    reason_phrase: str = ""  # a phrase of scalar fields, e.g. "{baseColour} {articleType} for {gender}"
+    reason_phrase_needs: str = ""  # ... said only when the item has this field
+    tags: str = "tags"  # a list field read as "known for ..."
+    rating: str = "rating"  # mean rating field, said with the count field when there are enough ratings
+    rating_count: str = "ratings"
+    rating_source: str = "users"  # "rated 4.1/5 by 120 {rating_source}"
+    time_field: str = "year"  # the field "older" and "newer" refer to
+
+
+PROFILES = {
+    "movies": CatalogProfile(kind="movie", noun="movie", rating_source="MovieLens users"),
+    "fashion": CatalogProfile(reason_phrase="{baseColour} {articleType} for {gender}",
+                              reason_phrase_needs="articleType"),
+}
+
+
+def catalog_profile(name: str) -> CatalogProfile:
+    """The profile of a built-in catalog; a user's catalog gets the generic one (its fields speak for themselves)."""
+    return PROFILES.get(name, CatalogProfile())
 
 
 def load_catalog(name_or_path: str, settings: Settings | None = None) -> Catalog:

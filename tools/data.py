@@ -10,16 +10,14 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tqdm import tqdm
+
+from .errors import DownloadError
+
 MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 
 
-class DownloadError(Exception):
-    """The download failed or did not verify; nothing was written."""
-
-
 def _fetch(url: str, timeout: float, show_progress: bool) -> bytes:
-    from tqdm import tqdm
-
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None

@@ -25,15 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from .settings import ConfigError, Settings
+from .errors import FeedbackError
+from .settings import Settings
 
 STORE_NAME = "feedback.sqlite3"
 SALT_NAME = "feedback.salt"
 SALT_BYTES = 32
 SCHEMA_VERSION = 1
 KINDS = {"like": 1, "accept": 1, "dislike": -1}  # the signal each kind of feedback gives
-_OFF = {"0", "false", "no", "off"}
-_ON = {"1", "true", "yes", "on"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -52,36 +51,10 @@ CREATE INDEX IF NOT EXISTS feedback_catalog ON feedback (catalog);
 _COLUMNS = {"id", "user", "item", "catalog", "signal", "kind", "time", "text"}
 
 
-class FeedbackError(ConfigError):
-    """The feedback store or its salt cannot be used; the message says which file and what to do.
-
-    A ConfigError, so every `recagent` command turns it into one clear line instead of a traceback."""
-
-
-# -- switches and identity ----------------------------------------------------------------------------------
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if value in _OFF:
-        return False
-    if value in _ON:
-        return True
-    return default
-
-
-def feedback_enabled(explicit: bool | None = None) -> bool:
-    """Whether feedback is stored: the --feedback/--no-feedback option, else RECAGENT_FEEDBACK (0 turns it off),
-    else on."""
-    return explicit if explicit is not None else _env_flag("RECAGENT_FEEDBACK", True)
-
-
-def share_text_enabled(explicit: bool | None = None) -> bool:
-    """Whether the conversation text goes with the feedback: --share-text, else RECAGENT_FEEDBACK_TEXT=1, else no."""
-    return explicit if explicit is not None else _env_flag("RECAGENT_FEEDBACK_TEXT", False)
-
-
-def default_user() -> str:
-    """RECAGENT_USER, else the login name, else "anonymous"."""
-    name = os.environ.get("RECAGENT_USER", "").strip()
+# -- identity -----------------------------------------------------------------------------------------------
+def feedback_user(settings: Settings) -> str:
+    """Whose feedback this is: the settings' user (--user, RECAGENT_USER), else the login name, else "anonymous"."""
+    name = (settings.user or "").strip()
     if name:
         return name
     try:
@@ -132,7 +105,9 @@ def _key(salt: bytes, user: str) -> str:
 
 def user_key(user: str, settings: Settings) -> str:
     """The pseudonym stored for `user` in this home: HMAC-SHA256 of the name with the home's salt, in hex."""
-    return _key(_salt(settings, create=True), user)
+    salt = _salt(settings, create=True)
+    assert salt is not None  # made when missing
+    return _key(salt, user)
 
 
 # -- the store ----------------------------------------------------------------------------------------------
@@ -212,7 +187,7 @@ def _schema(con: sqlite3.Connection, begin: str, keep_open: bool = False) -> tup
     return version, tables
 
 
-def record_feedback(settings: Settings, user: str, item_id, catalog: str, signal: int, text: str | None = None,
+def record_feedback(settings: Settings, user: str, item_id: str | int, catalog: str, signal: int, text: str | None = None,
                     kind: str | None = None) -> str:
     """Store one event: `signal` +1 (like, accept) or -1 (dislike) for `item_id` of `catalog` by `user`.
 
@@ -225,6 +200,7 @@ def record_feedback(settings: Settings, user: str, item_id, catalog: str, signal
         raise ValueError(f"kind {kind!r} does not go with signal {signal:+d}")
     key = user_key(user, settings)
     con = _connect(settings, create=True)
+    assert con is not None  # made when missing
     try:
         with con:
             con.execute("INSERT INTO feedback (user, item, catalog, signal, kind, time, text) VALUES (?,?,?,?,?,?,?)",

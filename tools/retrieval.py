@@ -18,13 +18,18 @@ Candidates are the union of the best POOL items of each list, then scored exactl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import TypeVar
 
 import numpy as np
+from PIL import Image
 
-from .images import FACET_FLOOR
+from .errors import ImageError
+from .filters import where_fields
+from .images import ImageEncoder, duplicate_scores, image_encoder, load_image
 from .index import CatalogIndex, Hit
+from .models import embed_texts
 
 PHOTO_SELF = 0.5
 IMAGE_WEIGHT = 0.6
@@ -32,14 +37,19 @@ TEXT_WEIGHT = 0.4
 POOL = 100  # candidates taken from each list before fusing
 VERIFY = 30  # candidates checked for being the very same photo
 DUPLICATE_THRESHOLD = 0.95  # duplicate_scores above this: the same photo (measured in evals/eval_images.py)
+Sims = TypeVar("Sims", float, np.ndarray)  # one cosine similarity, or an array of them
+
+
+def photo_score(image_sim: Sims, text_sim: Sims) -> Sims:
+    """How well a candidate matches a query photo before the heads' say, from cos(photo, its photo) and cos(photo,
+    its adapted text): retrieval ranks by it, and the heads' weights are chosen for it (tools/train)."""
+    return PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * text_sim
 
 
 def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: str | Path | bytes | None = None,
                         by: str | None = None, k: int = 10, where: dict | None = None,
-                        exclude: Iterable[str] = (), photo_vector=None) -> list[Hit]:
+                        exclude: Iterable[str] = (), photo_vector: np.ndarray | None = None) -> list[Hit]:
     """The k best items for a text query, a photo (path, bytes or its vector), or both ("fused")."""
-    from .images import image_encoder, load_image
-
     has_photo = photo is not None or photo_vector is not None
     by = by or ("fused" if has_photo and query else "image" if has_photo else "text")
     if by == "text" or (by == "fused" and not has_photo):
@@ -53,8 +63,6 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
     photo_vector = np.asarray(photo_vector, dtype=np.float32)
     text_vector = None
     if by == "fused" and query:
-        from .models import embed_texts
-
         text_vector = embed_texts([query], index.settings)[0]
     exclude = set(exclude)
     pools = [index.search_images(photo_vector, k=POOL, where=where, exclude=exclude, encoder_key=encoder.key)]
@@ -71,20 +79,19 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
         texts_seen = list(texts)
         adapted = dict(zip(texts_seen, encoder.adapt_texts(np.stack([texts[i] for i in texts_seen]))))
     # a field the request already constrains ("but in black" -> baseColour) is not the photo's to decide
-    facets = {name: logp for name, logp in encoder.field_logprobs(photo_vector).items()
-              if name not in _fields(where)}
+    facets = encoder.photo_facet_terms(photo_vector, [candidates[i].metadata for i in ids], skip=where_fields(where))
     hits, looks = [], {}  # looks: the score without the field terms, where the query's own photo ranks high
-    for item_id in ids:
+    for n, item_id in enumerate(ids):
         image_sim = float(photos[item_id] @ photo_vector) if item_id in photos else 0.0
         score = image_sim
         if encoder.shares_text_space and item_id in texts:
-            score = PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * float(adapted[item_id] @ photo_vector)
+            score = photo_score(image_sim, float(adapted[item_id] @ photo_vector))
         looks[item_id] = score
-        metadata = candidates[item_id].metadata
-        for name, logp in facets.items():
-            score += encoder.facet_weights[name] * max(logp.get(metadata.get(name), FACET_FLOOR), FACET_FLOOR)
+        for name, terms in facets.items():
+            score += encoder.facet_weights[name] * float(terms[n])
         if text_vector is not None:
-            score = IMAGE_WEIGHT * score + TEXT_WEIGHT * (float(texts[item_id] @ text_vector) if item_id in texts else 0)
+            text_sim = float(texts[item_id] @ text_vector) if item_id in texts else 0
+            score = IMAGE_WEIGHT * score + TEXT_WEIGHT * text_sim
         hit = candidates[item_id]
         hits.append(Hit(item_id, hit.title, score, hit.metadata))
     hits.sort(key=lambda h: -h.score)
@@ -93,7 +100,7 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
     return hits[:k]
 
 
-def _words_against_photos(index: CatalogIndex, encoder, query: str, k: int, where: dict | None,
+def _words_against_photos(index: CatalogIndex, encoder: ImageEncoder, query: str, k: int, where: dict | None,
                           exclude: Iterable[str]) -> list[Hit]:
     """Photos closest to the words; with attribute heads, a colour or kind the words name outright ("red
     t-shirt") also counts as weight * log p(that value | the photo)."""
@@ -110,25 +117,9 @@ def _words_against_photos(index: CatalogIndex, encoder, query: str, k: int, wher
     return sorted(hits, key=lambda h: -h.score)[:k]
 
 
-def _fields(where: dict | None) -> set[str]:
-    """The metadata fields a Chroma `where` filter names ({"$and": [{"baseColour": "Black"}, ...]} too)."""
-    if not where:
-        return set()
-    names = set()
-    for key, value in where.items():
-        if key.startswith("$"):
-            for part in value if isinstance(value, list) else [value]:
-                names |= _fields(part) if isinstance(part, dict) else set()
-        else:
-            names.add(key)
-    return names
-
-
-def _source_first(image, hits: list[Hit], lookalikes: list[Hit]) -> list[Hit]:
+def _source_first(image: Image.Image, hits: list[Hit], lookalikes: list[Hit]) -> list[Hit]:
     """Move the candidate that is the query's own source photo, if one is, to the front of `hits` (checked
     among the first VERIFY of `lookalikes`: the same hits ordered by how they look)."""
-    from .images import ImageError, duplicate_scores, load_image
-
     checked, photos = [], []
     for hit in lookalikes[:VERIFY]:
         path = hit.metadata.get("_image")

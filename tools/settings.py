@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from .errors import ConfigError
 
 # The repository root when running from a checkout (tools/ lies one level below it).
 CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message says how to fix it."""
 
 
 def _default_home() -> Path:
@@ -25,9 +25,13 @@ def _default_cache() -> Path:
     return Path(base) / "recagent"
 
 
+_OFF = {"0", "false", "no", "off"}
+_ON = {"1", "true", "yes", "on"}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings; build with `Settings.load()` and adjust with `.with_()`."""
+    """Every option of recagent, resolved; build with `Settings.load()` and adjust with `.with_()`."""
 
     home: Path  # Chroma store, checkpoints, feedback: RECAGENT_HOME
     cache: Path  # assembled model files, shared by every home: RECAGENT_CACHE
@@ -35,11 +39,21 @@ class Settings:
     chroma_url: str | None  # a Chroma server instead of the embedded store: --chroma-url, RECAGENT_CHROMA_URL
     models: dict[str, str] = field(default_factory=dict)  # per-asset overrides: path or hub name
     config_file: Path | None = None
+    # speech (tools/speech.py): None means the default chosen by `recagent eval voice`
+    asr_backend: str | None = None  # --asr-backend, RECAGENT_ASR_BACKEND
+    asr_model: str | None = None  # --asr-model, RECAGENT_ASR_MODEL
+    max_audio_seconds: float | None = None  # RECAGENT_MAX_AUDIO_SECONDS
+    # feedback (tools/feedback.py)
+    user: str | None = None  # whose feedback: --user, RECAGENT_USER; None: the login name
+    feedback: bool = True  # store likes and dislikes: --feedback/--no-feedback, RECAGENT_FEEDBACK=0
+    share_text: bool = False  # store the conversation text with them: --share-text, RECAGENT_FEEDBACK_TEXT=1
 
     @classmethod
     def load(cls, *, home: str | Path | None = None, data: str | Path | None = None,
-             chroma_url: str | None = None, config_file: str | Path | None = None) -> "Settings":
-        """Settings from explicit arguments, then environment variables, then the config file, then defaults."""
+             chroma_url: str | None = None, config_file: str | Path | None = None, **options: object) -> Settings:
+        """Settings from explicit arguments, then environment variables, then the config file, then defaults.
+
+        `options` are the other fields (asr_backend, user, feedback, ...); None means "not given"."""
         env = os.environ
         home_path = Path(home or env.get("RECAGENT_HOME") or _default_home()).expanduser()
         cfg_path = Path(config_file or env.get("RECAGENT_CONFIG") or home_path / "config.toml").expanduser()
@@ -54,6 +68,10 @@ class Settings:
             if key.startswith("RECAGENT_MODEL_") and value:
                 models[key[len("RECAGENT_MODEL_"):].lower().replace("_", "-")] = value
         data_value = data or env.get("RECAGENT_DATA") or cfg.get("data")
+        unknown = set(options) - set(_OPTION_ENV)
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        chosen: dict[str, Any] = {name: _option(name, options.get(name), cfg) for name in _OPTION_ENV}
         return cls(
             home=home_path,
             cache=Path(env.get("RECAGENT_CACHE") or cfg.get("cache") or _default_cache()).expanduser(),
@@ -61,9 +79,10 @@ class Settings:
             chroma_url=chroma_url or env.get("RECAGENT_CHROMA_URL") or cfg.get("chroma_url") or None,
             models=models,
             config_file=cfg_path if cfg_path.is_file() else None,
+            **{k: v for k, v in chosen.items() if v is not None},
         )
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
@@ -77,6 +96,39 @@ class Settings:
                 "`recagent data download` (needs internet)."
             )
         return self.data
+
+
+# option -> (environment variable, kind); the config file uses the option's own name as its key
+_OPTION_ENV = {
+    "asr_backend": ("RECAGENT_ASR_BACKEND", str),
+    "asr_model": ("RECAGENT_ASR_MODEL", str),
+    "max_audio_seconds": ("RECAGENT_MAX_AUDIO_SECONDS", float),
+    "user": ("RECAGENT_USER", str),
+    "feedback": ("RECAGENT_FEEDBACK", bool),
+    "share_text": ("RECAGENT_FEEDBACK_TEXT", bool),
+}
+
+
+def _option(name: str, given: object, cfg: dict) -> object:
+    """One option: the value given, else its environment variable, else the config file; None if none says."""
+    if given is not None:
+        return given
+    var, kind = _OPTION_ENV[name]
+    raw = os.environ.get(var, "").strip()
+    if not raw and name in cfg:
+        raw = str(cfg[name]).strip()
+    if not raw:
+        return None
+    if kind is bool:
+        if raw.lower() in _OFF:
+            return False
+        return True if raw.lower() in _ON else None  # anything else: the default
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a number") from None
+    return raw
 
 
 def _default_data() -> Path | None:

@@ -3,7 +3,7 @@
 Both backends hear the same samples: the file is decoded once (PyAV, through faster-whisper, so openai-whisper
 needs no ffmpeg program) and cut to its speech with the same voice-activity filter, then transcribed with
 the same decoding settings (English, beam 5, temperature 0). openai-whisper runs the offline CTranslate2
-weights converted once into its own checkpoint format (tools/whisper_convert.py). Defaults come from
+weights converted once into its own checkpoint format (tools/train/whisper_convert.py). Defaults come from
 `recagent eval voice` (docs/benchmarks.md, "Voice").
 """
 
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import MissingModelError, resolve_model, shared
-from .settings import ConfigError, Settings
+from .errors import AudioError, ConfigError, ConversionError, MissingModelError
+from .models import resolve_model, shared
+from .settings import Settings
+from .train.whisper_convert import convert_to_file
 
-MAX_SECONDS = 120.0  # longer recordings are refused (RECAGENT_MAX_AUDIO_SECONDS)
+MAX_SECONDS = 120.0  # longer recordings are refused (Settings.max_audio_seconds, RECAGENT_MAX_AUDIO_SECONDS)
 MIN_SECONDS = 0.3  # shorter ones cannot hold a request
 SAMPLE_RATE = 16000
 BACKENDS = ("faster-whisper", "openai-whisper")
@@ -33,25 +35,24 @@ BEAM_SIZE = 5
 FASTER_WHISPER_COMPUTE_TYPE = "int8"
 
 
-class AudioError(Exception):
-    """The recording cannot be used; the message says why."""
-
-
 def transcribe_audio(path: str, settings: Settings | None = None, model: str | None = None,
                      backend: str | None = None) -> str:
     """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text (backend, model: see `choose`)."""
-    audio = load_audio(path)
+    settings = settings or Settings.load()
+    limit = MAX_SECONDS if settings.max_audio_seconds is None else settings.max_audio_seconds
+    audio = load_audio(path, limit)
     return transcribe_samples(audio, settings, model, backend)
 
 
-def load_audio(path: str) -> np.ndarray:
+def load_audio(path: str, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """The recording as 16 kHz mono float32 samples, or an AudioError saying why it cannot be used."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise AudioError(f"{path}: no such file")
     if file.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty")
-    from faster_whisper.audio import decode_audio
+    # faster-whisper (PyAV, CTranslate2) takes a second to import: only once a recording is heard
+    from faster_whisper.audio import decode_audio  # noqa: PLC0415
 
     try:
         audio = decode_audio(str(file), sampling_rate=SAMPLE_RATE)
@@ -62,9 +63,8 @@ def load_audio(path: str) -> np.ndarray:
     # The decoder stops quietly where a file ends early; the header tells how long it should have been.
     if declared is not None and seconds < 0.9 * declared and declared - seconds > 0.5:
         raise AudioError(f"{path}: the file is cut short ({seconds:.1f} s of its {declared:.1f} s could be read)")
-    limit = float(os.environ.get("RECAGENT_MAX_AUDIO_SECONDS", MAX_SECONDS))
-    if seconds > limit:
-        raise AudioError(f"{path}: the recording is {seconds:.0f} s long; the limit is {limit:.0f} s")
+    if seconds > max_seconds:
+        raise AudioError(f"{path}: the recording is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
     if seconds < MIN_SECONDS:
         raise AudioError(f"I didn't catch that: the recording is only {seconds:.1f} s long")
     return audio.astype(np.float32, copy=False)
@@ -76,7 +76,7 @@ def _declared_seconds(file: Path) -> float | None:
         header = fh.read(4096)
     if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
         return _wav_declared_seconds(header)
-    import av
+    import av  # noqa: PLC0415  (PyAV, which faster-whisper brings: only once a recording is heard)
 
     try:
         with av.open(str(file), metadata_errors="ignore") as container:
@@ -100,7 +100,8 @@ def _wav_declared_seconds(header: bytes) -> float | None:
 
 def speech_only(audio: np.ndarray) -> np.ndarray:
     """The parts of the recording that hold speech (faster-whisper's Silero filter), or "I didn't catch that"."""
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+    # faster-whisper (PyAV, CTranslate2) takes a second to import: only once a recording is heard
+    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps  # noqa: PLC0415
 
     chunks = get_speech_timestamps(audio, VadOptions())  # the options faster-whisper's own vad_filter uses
     if not chunks:
@@ -118,23 +119,24 @@ def transcribe_samples(audio: np.ndarray, settings: Settings | None = None, mode
     return text
 
 
-def choose(model: str | None = None, backend: str | None = None) -> tuple[str, str]:
-    """(backend, model) from the arguments, else RECAGENT_ASR_BACKEND / RECAGENT_ASR_MODEL, else the defaults.
+def choose(settings: Settings, model: str | None = None, backend: str | None = None) -> tuple[str, str]:
+    """(backend, model) from the arguments, else the settings (--asr-backend, --asr-model and their environment
+    variables), else the defaults.
 
     A model is an asset (whisper-tiny-en, whisper-base), a local path, or a Whisper name ("tiny.en") for users online.
     """
-    backend = backend or os.environ.get("RECAGENT_ASR_BACKEND") or DEFAULT_BACKEND
+    backend = backend or settings.asr_backend or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise ConfigError(f"unknown speech backend '{backend}'; choose one of {', '.join(BACKENDS)} "
                           "(--asr-backend or RECAGENT_ASR_BACKEND)")
-    return backend, model or os.environ.get("RECAGENT_ASR_MODEL") or DEFAULT_MODEL
+    return backend, model or settings.asr_model or DEFAULT_MODEL
 
 
 def speech_recognizer(settings: Settings | None = None, model: str | None = None, backend: str | None = None,
-                      compute_type: str = FASTER_WHISPER_COMPUTE_TYPE):
+                      compute_type: str = FASTER_WHISPER_COMPUTE_TYPE) -> FasterWhisper | OpenAIWhisper:
     """The shared recognizer for a backend and model, loaded on first use."""
-    backend, model = choose(model, backend)
     settings = settings or Settings.load()
+    backend, model = choose(settings, model, backend)
     source = resolve_model(model, settings) if model in SPEECH_ASSETS else model
     if backend == "faster-whisper":
         return shared(("asr", backend, source, compute_type), lambda: _faster_whisper(source, compute_type))
@@ -144,8 +146,8 @@ def speech_recognizer(settings: Settings | None = None, model: str | None = None
 class FasterWhisper:
     """faster-whisper (CTranslate2) on the CPU."""
 
-    def __init__(self, source: str, compute_type: str = FASTER_WHISPER_COMPUTE_TYPE):
-        from faster_whisper import WhisperModel
+    def __init__(self, source: str, compute_type: str = FASTER_WHISPER_COMPUTE_TYPE) -> None:
+        from faster_whisper import WhisperModel  # noqa: PLC0415  (heavy: only once the model is loaded)
 
         self.model = WhisperModel(source, device="cpu", compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
 
@@ -163,15 +165,16 @@ def _faster_whisper(source: str, compute_type: str) -> FasterWhisper:
     except OSError as exc:  # huggingface_hub's lookup errors are OSErrors
         if Path(source).expanduser().exists():
             raise
+        reason = str(exc).splitlines()[0]
         raise MissingModelError(f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}) nor "
-                                f"a local path, and fetching it from the hub failed: {str(exc).splitlines()[0]}") from None
+                                f"a local path, and fetching it from the hub failed: {reason}") from None
 
 
 class OpenAIWhisper:
     """openai-whisper (PyTorch) on the CPU."""
 
-    def __init__(self, checkpoint: str):
-        import whisper
+    def __init__(self, checkpoint: str) -> None:
+        import whisper  # noqa: PLC0415  (openai-whisper imports torch: only once the model is loaded)
 
         self.model = whisper.load_model(checkpoint, device="cpu")
 
@@ -189,12 +192,12 @@ def _openai_checkpoint(source: str, model: str, settings: Settings) -> str:
     if path.is_file():
         return str(path)
     if not path.is_dir():
-        import whisper
+        import whisper  # noqa: PLC0415  (openai-whisper imports torch: only once the model is loaded)
 
         if source in whisper.available_models():
             return source
         try:  # a hub name of CTranslate2 weights, such as Systran/faster-whisper-base
-            from faster_whisper.utils import download_model
+            from faster_whisper.utils import download_model  # noqa: PLC0415  (heavy: only for a hub name)
 
             path = Path(download_model(source))
         except Exception as exc:
@@ -203,8 +206,6 @@ def _openai_checkpoint(source: str, model: str, settings: Settings) -> str:
                                     f"{exc.__class__.__name__}") from None
     if not (path / "model.bin").is_file():
         raise MissingModelError(f"speech model {path}: no model.bin (CTranslate2 weights) in it")
-    from .whisper_convert import ConversionError, convert_to_file
-
     # Named by where the weights are and their size, so that other weights under the same name reconvert.
     stamp = hashlib.sha1(f"{path.resolve()}:{(path / 'model.bin').stat().st_size}".encode()).hexdigest()[:10]
     name = model if model in SPEECH_ASSETS else path.name

@@ -1,10 +1,10 @@
-"""Training the ranking head (tools/ranker.py): `recagent train-ranker`.
+"""Training the ranking head (tools/ranking/): `recagent train-ranker`.
 
 Examples, each a context and the item to put first:
   - MovieLens ratings as implicit feedback, in time order: for each user, the last rating is the test item
     (`recagent eval movielens`), the one before it the validation item, and every earlier rating a training
     target with the up to `history` ratings before it as the context (kind HISTORY);
-  - ReDial train dialogues under the protocol of tools/redial.py: the movies mentioned so far and the text of
+  - ReDial train dialogues under the protocol of tools/datasets/redial.py: the movies mentioned so far and the text of
     the conversation -> the movie the recommender suggests (kind CONVERSATION); the ReDial counts behind the
     features leave the sample's own dialogue out;
   - optionally the feedback store (`--with-feedback`): a user's liked items in time order as more HISTORY
@@ -13,6 +13,9 @@ Loss: softmax cross-entropy over the whole catalog (the context's own items mask
 ReDial valid.jsonl Recall@10/@50 and MovieLens validation NDCG@10; the best epoch is kept, training stops
 after `patience` epochs without improvement. A fixed seed makes runs reproducible; a `.state.pt` beside the
 checkpoint lets the same command resume after an interruption.
+
+The signals behind the features are built in memory from the training ratings split (tools/datasets/); the model
+is tools/ranking/model.py. This module imports torch: the command line imports it only to train.
 """
 
 from __future__ import annotations
@@ -20,46 +23,38 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from .ranker import (CONVERSATION, HISTORY, Context, RankerConfig, batch_inputs, build_signals, conversation_context,
-                     embed_contexts, exclusion_mask, make_head, save_checkpoint, signal_mapping)
+from recagent.tools.catalog import load_catalog
+from recagent.tools.datasets.ranking_signals import Signals, build_signals
+from recagent.tools.datasets.redial import Sample, load_dialogues, protocol_samples, redial_dir, redial_mapping
+from recagent.tools.datasets.splits import movielens_split
+from recagent.tools.feedback import feedback_events
+from recagent.tools.ranking.config import CONVERSATION, FEATURES, HISTORY, RankerConfig
+from recagent.tools.ranking.features import Context, conversation_context, embed_contexts, exclusion_mask
+from recagent.tools.ranking.model import RankingHead, batch_inputs, save_checkpoint
+from recagent.tools.settings import Settings
 
-
-def movielens_split(settings, ids: list[str]):
-    """Per user, ratings in time order (ties by file order): (train rows, {user: val item}, {user: test item},
-    {user: ordered training items})."""
-    from .ranker import read_ratings
-
-    known = set(ids)
-    by_user: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    for n, (user, movie, _rating, ts) in enumerate(read_ratings(settings)):
-        if movie in known:
-            by_user[user].append((ts, n, movie))
-    train_rows, val, test, seqs = [], {}, {}, {}
-    for user, rows in by_user.items():
-        items = [m for _, _, m in sorted(rows)]
-        if len(items) >= 3:
-            test[user], val[user] = items[-1], items[-2]
-            items = items[:-2]
-        seqs[user] = items
-        train_rows.extend((user, m) for m in items)
-    return train_rows, val, test, seqs
+Example = tuple[Context, str]  # a context and the item to put first
 
 
-def redial_contexts(samples, kind=CONVERSATION, leave_out: bool = True) -> list[tuple[Context, str]]:
+def redial_contexts(samples: list[Sample], kind: int = CONVERSATION, leave_out: bool = True) -> list[Example]:
     """(context, target) pairs from protocol samples."""
     return [(conversation_context(s.messages, [m.item for m in s.mentions], s.exclude, kind=kind,
                                   dialogue=s.dialogue if leave_out else None), s.target) for s in samples]
 
 
 def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], history: int,
-                     targets: dict[str, str] | None = None) -> list[tuple[Context, str]]:
+                     targets: dict[str, str] | None = None) -> list[Example]:
     """MovieLens examples. With targets: one per user (the whole sequence is the context); without: every
     position of every sequence (the items before it are the context)."""
-    out = []
+    out: list[Example] = []
     for user, items in seqs.items():
         row = user_rows.get(user)
         if targets is not None:
@@ -73,10 +68,8 @@ def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], hist
     return out
 
 
-def feedback_examples(settings, history: int) -> tuple[list[tuple[Context, str]], list[tuple[Context, str, str]]]:
+def feedback_examples(settings: Settings, history: int) -> tuple[list[Example], list[tuple[Context, str, str]]]:
     """From the feedback store: (context, liked item) examples and (context, liked, disliked) pairs."""
-    from .feedback import feedback_events  # written by the feedback store; absent in older checkouts
-
     events = sorted(feedback_events(settings), key=lambda e: e.get("time", 0.0))
     liked: dict[str, list[str]] = defaultdict(list)
     disliked: dict[str, list[str]] = defaultdict(list)
@@ -84,7 +77,8 @@ def feedback_examples(settings, history: int) -> tuple[list[tuple[Context, str]]
         if e.get("catalog", "movies") != "movies":
             continue
         (liked if e.get("signal", 0) > 0 else disliked)[e["user"]].append(str(e["item"]))
-    positives, pairs = [], []
+    positives: list[Example] = []
+    pairs: list[tuple[Context, str, str]] = []
     for user, items in liked.items():
         for t, item in enumerate(items):
             ctx = Context(items=items[max(0, t - history):t], kind=HISTORY, exclude=set(items[:t]))
@@ -94,7 +88,7 @@ def feedback_examples(settings, history: int) -> tuple[list[tuple[Context, str]]
     return positives, pairs
 
 
-def recall_ndcg(scores: np.ndarray, targets: np.ndarray, ks=(1, 10, 50)) -> dict:
+def recall_ndcg(scores: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (1, 10, 50)) -> dict[str, float]:
     """Recall@k and NDCG@10 of the targets' positions (ties count against the target)."""
     tv = scores[np.arange(len(targets)), targets]
     rank = (scores >= tv[:, None]).sum(1) - 1  # 0-based, pessimistic on ties
@@ -103,38 +97,18 @@ def recall_ndcg(scores: np.ndarray, targets: np.ndarray, ks=(1, 10, 50)) -> dict
     return out
 
 
-def evaluate(head, signals, config, examples, batch: int = 64) -> dict:
+def evaluate(head: RankingHead, signals: Signals, examples: list[Example], batch: int = 64) -> dict[str, float]:
     """Recall@1/10/50 and NDCG@10 of the head on (context, target) examples."""
-    import torch
-
-    content = torch.from_numpy(signals.content)
-    scores, targets = [], []
     head.eval()
-    with torch.no_grad():
-        for lo in range(0, len(examples), batch):
-            part = examples[lo: lo + batch]
-            ctxs = [c for c, _ in part]
-            hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
-            s = head(hist, hist_w, text, kind, feats, content).numpy()
-            s[exclusion_mask(signals, ctxs)] = -np.inf
-            scores.append(s)
-            targets += [signals.pos[t] for _, t in part]
-    if not scores:
-        return recall_ndcg(np.zeros((0, signals.n)), np.zeros(0, np.int64))
-    return recall_ndcg(np.concatenate(scores), np.array(targets))
+    scores = head.rank(signals, [c for c, _ in examples], batch)
+    return recall_ndcg(scores, np.array([signals.pos[t] for _, t in examples], np.int64))
 
 
-def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr: float = 0.005,
+def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: int = 64, lr: float = 0.005,
                  ml_per_epoch: int = 3000, redial_repeat: int = 2, patience: int = 3, seed: int = 0,
                  limit: int | None = None, with_feedback: bool = False, config: RankerConfig | None = None,
-                 progress: bool = True, log=print) -> dict:
+                 progress: bool = True, log: Callable[[str], object] = print) -> dict[str, Any]:
     """Train, validate each epoch, keep the best; write the checkpoint atomically. Returns a summary."""
-    import torch
-    from tqdm import tqdm
-
-    from .catalog import load_catalog
-    from .redial import load_dialogues, protocol_samples, redial_dir
-
     started = time.perf_counter()
     config = config or RankerConfig()
     random.seed(seed)
@@ -148,16 +122,17 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
     train_rows, ml_val, _ml_test, seqs = movielens_split(settings, ids)
     train_d = load_dialogues(redial_dir(settings) / "train.jsonl", limit)
     valid_d = load_dialogues(redial_dir(settings) / "valid.jsonl", None if limit is None else max(10, limit // 5))
-    signals = build_signals(settings, catalog, config, ratings_rows=train_rows, dialogues=train_d + valid_d)
-    user_rows = signals.R.user_index
-    mapping = signal_mapping(settings, config, catalog)  # the protocol's samples of train and valid
+    signals = build_signals(settings, catalog, config.sources(), ratings_rows=train_rows, dialogues=train_d + valid_d)
+    user_rows = signals.users
+    mapping = redial_mapping(settings, config.mapping, catalog.items)  # the protocol's samples of train and valid
     redial_train = redial_contexts(protocol_samples(train_d, mapping, titles))
     redial_valid = redial_contexts(protocol_samples(valid_d, mapping, titles))
     if limit is not None:
         seqs = dict(list(seqs.items())[: max(20, limit)])
     ml_train = history_contexts(seqs, user_rows, config.history)
     ml_valid = history_contexts(seqs, user_rows, config.history, targets=ml_val)
-    fb_pos, fb_pairs = [], []
+    fb_pos: list[Example] = []
+    fb_pairs: list[tuple[Context, str, str]] = []
     if with_feedback:
         fb_pos, fb_pairs = feedback_examples(settings, config.history)
         fb_pos = [(c, t) for c, t in fb_pos if t in signals.pos]
@@ -168,7 +143,7 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
         f"train ({ml_per_epoch:,} drawn per epoch), {len(ml_valid)} MovieLens valid")
 
     torch.manual_seed(seed)  # again: loading the text model above may have drawn from the generator
-    head = make_head(signals.n, config)
+    head = RankingHead(signals.n, config)
     # The few feature weights and the content bias move ten times faster than the embeddings.
     fast = [head.feature_weights, head.content_bias.weight]
     slow = [p for p in head.parameters() if all(p is not f for f in fast)]
@@ -180,8 +155,10 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
                  "redial_repeat": redial_repeat, "limit": limit, "with_feedback": with_feedback,
                  "trained_on": ["movielens/ratings.csv (all but each user's last two ratings)",
                                 *[f"redial/{f}" for f in config.redial_files]],
-                 "features": list(__import__("recagent.tools.ranker", fromlist=["FEATURES"]).FEATURES)}
-    first_epoch, best, best_state, bad_epochs, history = 0, -1.0, None, 0, []
+                 "features": list(FEATURES)}
+    first_epoch, best, bad_epochs = 0, -1.0, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = []
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state.get("meta_base") == meta_base and state.get("n") == signals.n:
@@ -194,7 +171,7 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
             torch.set_rng_state(state["torch_rng"])
             log(f"resuming after epoch {first_epoch} (best so far {best:.4f})")
 
-    def step_loss(part):
+    def step_loss(part: list[Example]) -> torch.Tensor:
         ctxs = [c for c, _ in part]
         hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
         logits = head(hist, hist_w, text, kind, feats, content)
@@ -217,15 +194,15 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
         for lo in bar:
             loss = step_loss(examples[lo: lo + batch_size])
             if fb_pairs and lo == 0:
-                loss = loss + _pair_loss(head, signals, config, content, fb_pairs[:batch_size])
+                loss = loss + _pair_loss(head, signals, content, fb_pairs[:batch_size])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             bar.set_postfix(loss=f"{total / (lo // batch_size + 1):.3f}")
         bar.close()
-        rv = evaluate(head, signals, config, redial_valid)
-        mv = evaluate(head, signals, config, ml_valid)
+        rv = evaluate(head, signals, redial_valid)
+        mv = evaluate(head, signals, ml_valid)
         metric = (rv["recall@10"] + rv["recall@50"]) / 2 + mv["ndcg@10"]
         history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "redial_valid": rv,
                         "movielens_valid": mv, "metric": metric})
@@ -253,12 +230,11 @@ def train_ranker(settings, out: Path, epochs: int = 12, batch_size: int = 64, lr
             "stopped_early": stopped_early, "history": history}
 
 
-def _pair_loss(head, signals, config, content, pairs):
+def _pair_loss(head: RankingHead, signals: Signals, content: torch.Tensor,
+               pairs: list[tuple[Context, str, str]]) -> torch.Tensor:
     """Disliked items below liked ones in the same context: mean softplus(score(disliked) - score(liked))."""
-    import torch
-
     ctxs = [c for c, _, _ in pairs]
-    hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, config)
+    hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, head.config)
     logits = head(hist, hist_w, text, kind, feats, content)
     good = torch.tensor([signals.pos[t] for _, t, _ in pairs])
     bad = torch.tensor([signals.pos[b] for _, _, b in pairs])

@@ -12,16 +12,15 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from recagent.tools.errors import ConversionError
 
 # CTranslate2's DataType enum (include/ctranslate2/types.h); bfloat16 is read as raw 16-bit words.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}
 _BFLOAT16 = 5
-
-
-class ConversionError(Exception):
-    """The CTranslate2 model cannot be converted; the message says why."""
 
 
 def read_ct2_variables(model_bin: str | Path) -> dict[str, np.ndarray]:
@@ -29,7 +28,7 @@ def read_ct2_variables(model_bin: str | Path) -> dict[str, np.ndarray]:
     buf = memoryview(Path(model_bin).read_bytes())
     pos = 0
 
-    def take(fmt: str):
+    def take(fmt: str) -> Any:
         nonlocal pos
         value = struct.unpack_from("<" + fmt, buf, pos)[0]
         pos += struct.calcsize("<" + fmt)
@@ -148,7 +147,7 @@ def convert(ct2_dir: str | Path) -> dict:
         "n_text_head": int(v["decoder/num_heads"]),
         "n_text_layer": n_text_layer,
     }
-    import torch
+    import torch  # noqa: PLC0415  (torch takes seconds to import, and tools/speech.py imports this module at startup)
 
     # Keep float16 weights float16 (half the file; load_state_dict widens them into the float32 model).
     dtype = np.float16 if v["decoder/embeddings/weight"].dtype == np.float16 else np.float32
@@ -158,7 +157,7 @@ def convert(ct2_dir: str | Path) -> dict:
 
 def convert_to_file(ct2_dir: str | Path, target: str | Path) -> Path:
     """Write the converted checkpoint to target once, atomically (temp file, then rename)."""
-    import torch
+    import torch  # noqa: PLC0415  (torch takes seconds to import, and tools/speech.py imports this module at startup)
 
     target = Path(target)
     if target.is_file():

@@ -1,4 +1,4 @@
-"""Ranking candidates for a conversation. Until the learned ranking head lands, a simple documented scorer.
+"""Ranking candidates without the learned ranking head (no checkpoint for the catalog): a simple documented scorer.
 
 score = similarity to the request
       + 0.05 * popularity (log of the rating count, scaled to 0..1)
@@ -11,6 +11,7 @@ near-ties in favour of films people know.
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from dataclasses import dataclass
 
 POPULARITY_WEIGHT = 0.05
@@ -27,7 +28,7 @@ class Ranked:
     similarity: float
 
 
-def rank_candidates(candidates: list, disliked: set[str] = frozenset()) -> list[Ranked]:
+def rank_candidates(candidates: list, disliked: Set[str] = frozenset()) -> list[Ranked]:
     """Order retrieval hits (objects with id, title, score, metadata) by the simple scorer above."""
     ranked = []
     for hit in candidates:

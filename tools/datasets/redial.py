@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from recagent.tools.catalog import Item, load_catalog
+from recagent.tools.settings import Settings
+from recagent.tools.text import strip_year, title_key, title_year
 
 MENTION = re.compile(r"@(\d+)")
 
@@ -53,7 +58,7 @@ class Sample:
         return " ".join(text for role, text in self.messages if role == "seeker")
 
 
-def redial_dir(settings) -> Path:
+def redial_dir(settings: Settings) -> Path:
     return settings.require_data() / "redial"
 
 
@@ -82,7 +87,7 @@ def redial_titles(path: str | Path) -> dict[str, str]:
         return {row["movieId"].strip(): row["movieName"].strip() for row in csv.DictReader(fh)}
 
 
-def default_mapping(settings) -> dict[str, str]:
+def default_mapping(settings: Settings) -> dict[str, str]:
     """The mapping shipped with the data (`redial_to_movielens.csv`), as checked in docs/benchmarks.md."""
     return load_mapping(redial_dir(settings) / "redial_to_movielens.csv")
 
@@ -91,18 +96,32 @@ def _clean_title(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip()
 
 
-def render(text: str, dialogue: dict, mapping: dict[str, str], titles: dict[str, str]) -> str:
-    """A message with each "@id" replaced by "Title (Year)": the MovieLens title when it maps, else ReDial's."""
+def render(text: str, dialogue: dict, mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None,
+           names: dict[str, str] | None = None, spoken: bool = False) -> str:
+    """A message with each "@id" replaced by the movie's title: the MovieLens "Title (Year)" when it maps (through
+    `mapping` and `titles`), else the dialogue's own name for it, else its name in `names` (movies_with_mentions.csv).
+
+    spoken=True gives the message as it is read aloud (`recagent eval voice`): titles without their "(Year)", a
+    mention without a name left out, spaces tidied (none before punctuation); otherwise such a mention stays "@id".
+    """
+    mentions = dialogue.get("movieMentions") or {}
 
     def one(match: re.Match) -> str:
         rid = match.group(1)
-        ml = mapping.get(rid)
-        if ml and ml in titles:
-            return titles[ml]
-        name = dialogue.get("movieMentions", {}).get(rid) or ""
-        return _clean_title(name) if name else match.group(0)
+        ml = (mapping or {}).get(rid)
+        if ml and titles and ml in titles:
+            name = titles[ml]
+        else:
+            name = mentions.get(rid) or (names or {}).get(rid) or ""
+            if not name:
+                return "" if spoken else match.group(0)
+            name = _clean_title(name)
+        return strip_year(name) if spoken else name
 
-    return MENTION.sub(one, text)
+    rendered = MENTION.sub(one, text)
+    if spoken:
+        rendered = re.sub(r"\s+([.,!?])", r"\1", re.sub(r"\s+", " ", rendered)).strip()
+    return rendered
 
 
 def dialogue_samples(dialogue: dict, mapping: dict[str, str], titles: dict[str, str]) -> list[Sample]:
@@ -149,36 +168,18 @@ def protocol_samples(dialogues: list[dict], mapping: dict[str, str], titles: dic
 
 # ---- the mapping: a stricter title-and-year matcher ------------------------------------------------
 
-_ARTICLES = ("the ", "a ", "an ")
-
-
-def normalise_title(title: str) -> str:
-    """'The Lord of the Rings: The Two Towers' -> 'lord of the rings the two towers' (accents, case,
-    punctuation and a leading article dropped; '&' read as 'and')."""
-    title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
-    title = title.replace("&", " and ")
-    title = re.sub(r"[^a-z0-9]+", " ", title).strip()
-    for art in _ARTICLES:
-        if title.startswith(art):
-            title = title[len(art):]
-            break
-    return title
-
-
 def split_year(name: str) -> tuple[str, int | None]:
     """'Police Academy  (1984)' -> ('Police Academy', 1984); no year -> (name, None)."""
-    match = re.search(r"\((\d{4})\)\s*$", name.strip())
-    if not match:
-        return _clean_title(name), None
-    return _clean_title(name[: match.start()]), int(match.group(1))
+    return _clean_title(strip_year(name)), title_year(name.strip())
 
 
-def match_titles(redial_names: dict[str, str], movies: list) -> dict[str, tuple[str, str]]:
+def match_titles(redial_names: dict[str, str], movies: list[Item] | list[tuple[str, str, int | None]]
+                 ) -> dict[str, tuple[str, str]]:
     """ReDial id -> (MovieLens id, rule) by normalised title and year.
 
     Rules, in order: the same title and year ("exact"); the same title, year one apart ("year±1", release
     years differ between sources); the same title, no year in ReDial, only one MovieLens movie with that title
-    ("title-only"). Titles are compared normalised (accents, case, punctuation, a leading article), also
+    ("title-only"). Titles are compared by tools.text.title_key (accents, case, punctuation, a leading article), also
     without spaces ("WALL-E" = "WALL·E"), against MovieLens's title and its alternative titles in parentheses,
     and ReDial's title without a parenthesised subtitle. A ReDial name without a year that matches several
     MovieLens movies is left unmapped rather than guessed.
@@ -190,11 +191,11 @@ def match_titles(redial_names: dict[str, str], movies: list) -> dict[str, tuple[
             mid, title, year = movie
         else:
             mid, title, year = movie.id, movie.metadata.get("title", movie.title), movie.metadata.get("year")
-        keys = {normalise_title(title)}
+        keys = {title_key(title)}
         head, _, alt = title.partition(" (")
         if alt:
-            keys.add(normalise_title(head))
-            keys.add(normalise_title(alt.rstrip(")")))
+            keys.add(title_key(head))
+            keys.add(title_key(alt.rstrip(")")))
         keys |= {k.replace(" ", "") for k in keys}  # "WALL-E" and "WALL·E"
         for key in keys:
             if key:
@@ -202,10 +203,10 @@ def match_titles(redial_names: dict[str, str], movies: list) -> dict[str, tuple[
     out: dict[str, tuple[str, str]] = {}
     for rid, name in redial_names.items():
         title, year = split_year(name)
-        key = normalise_title(title)
+        key = title_key(title)
         cands = by_title.get(key) or by_title.get(key.replace(" ", "")) or []
         if not cands and " (" in title:  # "The Meyerowitz Stories (New and Selected)"
-            cands = by_title.get(normalise_title(title.partition(" (")[0]), [])
+            cands = by_title.get(title_key(title.partition(" (")[0]), [])
         if not cands:
             continue
         if year is None:
@@ -234,3 +235,41 @@ def write_mapping(path: str | Path, matched: dict[str, tuple[str, str]], redial_
             ml, rule = matched[rid]
             writer.writerow([rid, redial_names.get(rid, ""), ml, ml_titles.get(ml, ""), rule])
     tmp.replace(path)
+
+
+def redial_mapping(settings: Settings, name: str, catalog_items: list[Item] | None = None) -> dict[str, str]:
+    """ReDial id -> MovieLens id by name: "redial_to_movielens.csv" (shipped with the data), another CSV in the
+    redial folder, or "recagent" (match_titles against `catalog_items`, the movies catalog)."""
+    if name == "recagent":
+        names = redial_titles(redial_dir(settings) / "movies_with_mentions.csv")
+        items = catalog_items if catalog_items is not None else load_catalog("movies", settings).items
+        return {r: m for r, (m, _) in match_titles(names, items).items()}
+    if name == "redial_to_movielens.csv":
+        return default_mapping(settings)
+    return load_mapping(redial_dir(settings) / name)
+
+
+def compare_mappings(settings: Settings, sample: int = 100, seed: int = 5) -> dict[str, Any]:
+    """The shipped ReDial -> MovieLens mapping beside recagent's matcher (`recagent eval redial-mapping`).
+
+    Returns the counts (redial_movies, shipped, matched, same, only_shipped), the rows to check by eye
+    (shipped_rows: `sample` random (ReDial name, MovieLens title) rows of the shipped mapping; added_rows:
+    (name, title, rule) rows that the matcher adds; different: (name, shipped title, matcher's title)), and what
+    write_mapping needs (matches, names, titles)."""
+    movies = load_catalog("movies", settings)
+    titles = {it.id: it.title for it in movies.items}
+    names = redial_titles(redial_dir(settings) / "movies_with_mentions.csv")
+    shipped = default_mapping(settings)
+    mine = match_titles(names, movies.items)
+    same = sum(1 for r, m in shipped.items() if r in mine and mine[r][0] == m)
+    differ = [r for r, m in shipped.items() if r in mine and mine[r][0] != m]
+    added = sorted((r for r in mine if r not in shipped), key=int)
+    rng = random.Random(seed)
+    shipped_rows = [(names.get(r, r), titles.get(shipped[r], shipped[r]))
+                    for r in rng.sample(sorted(shipped, key=int), min(sample, len(shipped)))]
+    added_rows = [(names.get(r, r), titles.get(mine[r][0]), mine[r][1])
+                  for r in rng.sample(added, min(sample, len(added)))]
+    return {"redial_movies": len(names), "shipped": len(shipped), "matched": len(mine), "same": same,
+            "different": [(names.get(r, r), titles.get(shipped[r]), titles.get(mine[r][0])) for r in differ],
+            "only_shipped": len(shipped) - same - len(differ), "added": len(added), "shipped_rows": shipped_rows,
+            "added_rows": added_rows, "matches": mine, "names": names, "titles": titles}

@@ -1,0 +1,127 @@
+"""Writing the reply: one short sentence from the LLM, streamed and grounded sentence by sentence, then the numbered
+list of items with a reason drawn from each item's own fields (so every item named exists in the catalog)."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from recagent.prompts import load_prompt
+from recagent.tools.catalog import CatalogProfile
+from recagent.tools.ranking.simple import Ranked
+from recagent.tools.text import title_key
+
+from .catalog_view import CatalogView
+from .llm import Completion
+
+WRITER_TOKENS = 40
+FALLBACK_INTRO = "Here are some picks:"
+_TITLE_WITH_YEAR = re.compile(r"([A-Z0-9][^.!?\n\"]{1,80}?) \((\d{4})\)")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def writer_messages(request: str, items: list[Ranked]) -> list[dict]:
+    """The writer's prompt: the request and the titles only (prompt tokens are the slow part on a CPU)."""
+    return [{"role": "system", "content": load_prompt("reply")},
+            {"role": "user", "content": f"Request: {request}\nPicks: " + "; ".join(r.title for r in items)}]
+
+
+class GroundedStream:
+    """Takes the writer's tokens as they come and emits each complete sentence once it is grounded: a sentence that
+    names a title which is not allowed (the items shown now, liked or shown before) is dropped.
+
+    allowed: title_keys that may be named; catalog_keys: the title_keys of every catalog item (a sentence naming
+    one of them by its words, without quotes or a year, names it too)."""
+
+    def __init__(self, allowed: set[str], catalog_keys: Iterable[str], emit: Callable[[str], None]):
+        self.allowed, self.catalog_keys, self.emit = allowed, catalog_keys, emit
+        self.pending = ""
+        self.kept: list[str] = []
+        self.removed: list[str] = []
+
+    def add(self, token: str) -> None:
+        """One more token; every sentence it completes is checked and shown."""
+        self.pending += token
+        cut = max(self.pending.rfind(". "), self.pending.rfind("! "), self.pending.rfind("? "))
+        if cut >= 0:
+            done, self.pending = self.pending[: cut + 1], self.pending[cut + 2:]
+            self._show(done)
+
+    def close(self) -> str:
+        """The end of the answer: the rest is checked (a sentence cut off by the token limit goes); the intro."""
+        self._show(self.pending)
+        self.pending = ""
+        return " ".join(self.kept).strip()
+
+    def _show(self, text: str) -> None:
+        good, bad = ground_text(text, self.allowed, self.catalog_keys)
+        self.removed.extend(bad)
+        if good:
+            self.kept.append(good)
+            self.emit(good)
+
+
+def write_intro(complete: Callable[..., Completion], request: str, items: list[Ranked], view: CatalogView,
+                allowed_ids: list[str], emit: Callable[[str], None]) -> tuple[str, list[str]]:
+    """The reply's grounded opening sentence, streamed through `emit`, and the titles taken out of it.
+    `complete` is the LLM's complete method."""
+    allowed = {title_key(r.title) for r in items} | {title_key(view.title(i)) for i in allowed_ids if i in view.meta}
+    stream = GroundedStream(allowed, view.by_title, emit)
+    complete(writer_messages(request, items), max_tokens=WRITER_TOKENS, on_token=stream.add)
+    intro = stream.close()
+    if not intro:
+        intro = FALLBACK_INTRO
+        emit(intro)
+    return intro, stream.removed
+
+
+def ground_text(text: str, allowed: set[str], catalog_keys: Iterable[str]) -> tuple[str, list[str]]:
+    """Remove the sentences that name a title whose title_key is not in `allowed`; a sentence cut off by the token
+    limit goes too. Returns the text and the titles taken out."""
+    removed = []
+    text = text.strip().strip('"')
+    if text and text[-1] not in ".!?":
+        text = text[: max(text.rfind("."), text.rfind("!"), text.rfind("?")) + 1]
+    kept = []
+    for sentence in (s for s in _SENTENCE_END.split(text) if s):
+        bad = [t for t in named_titles(sentence, catalog_keys) if title_key(t) not in allowed]
+        if bad:
+            removed += bad
+        else:
+            kept.append(sentence)
+    return " ".join(kept), removed
+
+
+def named_titles(sentence: str, catalog_keys: Iterable[str]) -> list[str]:
+    """Titles a sentence names: 'X (1999)' patterns, quoted names, and catalog titles (title_keys) of two or more
+    words and eight or more letters."""
+    found = [f"{m.group(1).strip()} ({m.group(2)})" for m in _TITLE_WITH_YEAR.finditer(sentence)]
+    found += _QUOTED.findall(sentence)
+    lowered = " " + re.sub(r"[^a-z0-9]+", " ", sentence.lower()) + " "
+    for key in catalog_keys:
+        if key.count(" ") >= 1 and len(key) >= 8 and f" {key} " in lowered:
+            found.append(key)
+    return found
+
+
+def reason(metadata: dict, profile: CatalogProfile) -> str:
+    """A one-line reason drawn from the item's own fields, as the catalog's profile says to speak of them."""
+    parts = []
+    for field in profile.reason_lists:
+        if metadata.get(field):
+            parts.append(", ".join(metadata[field][:3]).lower())
+    if profile.reason_phrase and metadata.get(profile.reason_phrase_needs):
+        parts.append(profile.reason_phrase.format_map(defaultdict(str, metadata)).strip().lower())
+    if metadata.get(profile.tags):
+        parts.append("known for " + ", ".join(metadata[profile.tags][:3]))
+    count = metadata.get(profile.rating_count, 0)
+    if metadata.get(profile.rating) and isinstance(count, int) and count >= 10:
+        parts.append(f"rated {metadata[profile.rating]:.1f}/5 by {count} {profile.rating_source}")
+    return "; ".join(parts) or "matches your request"
+
+
+def item_list(items: list[Ranked], profile: CatalogProfile) -> str:
+    """The numbered list under the intro: 'N. Title: reason'."""
+    return "\n".join(f"{n}. {r.title}: {reason(r.metadata, profile)}" for n, r in enumerate(items, 1))

@@ -1,0 +1,50 @@
+"""Writing the reply: sentence grounding, streaming, and the reason line from an item's own fields."""
+
+from recagent.agent.writer import GroundedStream, ground_text, item_list, named_titles, reason
+from recagent.tools.catalog import PROFILES, CatalogProfile
+from recagent.tools.ranking.simple import Ranked
+from recagent.tools.text import title_key
+
+CATALOG = [title_key(t) for t in ("The Matrix (1999)", "Toy Story (1995)", "Finding Nemo (2003)", "Heat (1995)",
+                                  "The Matrix Reloaded (2003)")]
+
+
+def test_sentences_naming_other_titles_are_removed():
+    allowed = {title_key("Toy Story (1995)")}
+    text = "Toy Story is a classic. You will also love Finding Nemo! \"Shrek\" is great too. Enjoy them all."
+    kept, removed = ground_text(text, allowed, CATALOG)
+    assert kept == "Toy Story is a classic. Enjoy them all."
+    assert removed == ["finding nemo", "Shrek"]
+    kept, removed = ground_text("Try Inception (2010), it is mind-bending.", allowed, CATALOG)
+    assert kept == "" and removed == ["Try Inception (2010)"]
+
+
+def test_a_sentence_cut_off_by_the_token_limit_goes():
+    assert ground_text("Great picks for tonight. And one more that", set(), CATALOG) == ("Great picks for tonight.", [])
+
+
+def test_catalog_titles_count_only_as_whole_words_of_two_words_or_more():
+    assert named_titles("The matrix reloaded is here", CATALOG) == ["matrix reloaded"]
+    assert named_titles("Feel the heat tonight", CATALOG) == []  # one short word: not taken for a title
+
+
+def test_the_stream_shows_each_grounded_sentence_as_soon_as_it_is_complete():
+    shown = []
+    stream = GroundedStream({title_key("Heat")}, CATALOG, shown.append)
+    for token in ["Heat ", "is tense. ", "So is ", "Finding Nemo. ", "Enjoy", "!"]:
+        stream.add(token)
+    assert shown == ["Heat is tense."]
+    assert stream.close() == "Heat is tense. Enjoy!" and shown[-1] == "Enjoy!" and stream.removed == ["finding nemo"]
+
+
+def test_reasons_come_from_the_fields_the_profile_names():
+    movie = {"genres": ["Crime", "Drama", "Thriller", "Action"], "tags": ["heist", "los angeles"], "rating": 4.03,
+             "ratings": 102}
+    assert reason(movie, PROFILES["movies"]) == ("crime, drama, thriller; known for heist, los angeles; "
+                                                 "rated 4.0/5 by 102 MovieLens users")
+    assert reason({**movie, "ratings": 9}, PROFILES["movies"]).endswith("los angeles")  # too few ratings to say
+    shirt = {"baseColour": "Navy Blue", "articleType": "Tshirts", "gender": "Men"}
+    assert reason(shirt, PROFILES["fashion"]) == "navy blue tshirts for men"
+    assert reason({}, CatalogProfile()) == "matches your request"
+    items = [Ranked("1", "Heat (1995)", 1.0, movie, 0.9)]
+    assert item_list(items, PROFILES["movies"]).startswith("1. Heat (1995): crime, drama, thriller;")

@@ -1,0 +1,1 @@
+"""Building weights, apart from the runtime code that uses them: training loops and converters."""
