@@ -68,7 +68,11 @@ class CatalogView:
         ids = self.by_title.get(title_key(title))
         if not ids:
             hits = self.index.search(title, k=1)
-            if hits and hits[0].score > TITLE_MATCH and (year is None or str(hits[0].metadata.get("year")) == str(year)):
+            if (
+                hits
+                and hits[0].score > TITLE_MATCH
+                and (year is None or str(hits[0].metadata.get("year")) == str(year))
+            ):
                 return hits[0].id
             return None
         if year is not None:

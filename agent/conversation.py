@@ -87,8 +87,11 @@ class Conversation:
         if not isinstance(data, dict):
             raise ValueError("a conversation is a JSON object")
         messages = [Message(**m) for m in data.get("messages", [])]
-        known = {k: data[k] for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_search", "photo")
-                 if k in data}
+        known = {
+            k: data[k]
+            for k in ("catalog", "shown", "liked", "disliked", "constraints", "last_search", "photo")
+            if k in data
+        }
         return cls(messages=messages, **known)
 
     def to_json(self) -> str:

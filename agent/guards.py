@@ -14,10 +14,22 @@ from recagent.tools.filters import parse_filter, parse_where
 from recagent.tools.text import GENRE_HINTS, GENRE_NAMES
 
 NEGATIVE = re.compile(r"\b(not|no|don't|dont|didn't|didnt|seen|hate|dislike|skip|other than|except|without)\b")
-ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
-            "fifth": 5, "5th": 5}
-TIME_WORDS = re.compile(r"\b(older|old|newer|new|recent|latest|classic|before|after|since|until|decade|(?:\d\d)?\d0s|"
-                        r"\d{4}|modern|vintage|era|century)\b")
+ORDINALS = {
+    "first": 1,
+    "1st": 1,
+    "second": 2,
+    "2nd": 2,
+    "third": 3,
+    "3rd": 3,
+    "fourth": 4,
+    "4th": 4,
+    "fifth": 5,
+    "5th": 5,
+}
+TIME_WORDS = re.compile(
+    r"\b(older|old|newer|new|recent|latest|classic|before|after|since|until|decade|(?:\d\d)?\d0s|"
+    r"\d{4}|modern|vintage|era|century)\b"
+)
 # value (lower case) -> the words by which a user asks for it without naming it
 _VALUE_WORDS = {genre.lower(): f"{GENRE_NAMES[genre]} {GENRE_HINTS.get(genre, '')}".split() for genre in GENRE_NAMES}
 
@@ -39,7 +51,7 @@ def asked_for(flt: str, said: str, time_field: str = "year") -> bool:
         return False
     value = parsed.value.lower()
     words = [value, value.rstrip("s"), *_VALUE_WORDS.get(value, [])]
-    return any(re.search(rf"\b{re.escape(w[:max(4, len(w) - 2)])}", said) for w in words if w)
+    return any(re.search(rf"\b{re.escape(w[: max(4, len(w) - 2)])}", said) for w in words if w)
 
 
 def named_values(said: str, fields: dict, present: list[str]) -> list[str]:
@@ -73,8 +85,9 @@ def rejected_positions(said: str, positions: list[int], shown: int) -> list[int]
     return [p for p in positions if isinstance(p, int) and 1 <= p <= shown]
 
 
-def allowed_filters(filters: list[str], said: str, fields: dict, standing: list[str], photo_turn: bool = False,
-                    time_field: str = "year") -> tuple[list[str], list[str]]:
+def allowed_filters(
+    filters: list[str], said: str, fields: dict, standing: list[str], photo_turn: bool = False, time_field: str = "year"
+) -> tuple[list[str], list[str]]:
     """The filters of a plan that the user's words allow, and a note for each one dropped.
 
     Kept: filters that parse for this catalog, do not contradict each other, and were either asked for in this

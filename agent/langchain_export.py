@@ -35,8 +35,12 @@ def langchain_tools(view: CatalogView, conversation: Conversation | None = None)
             shown.extend(r.id for r in result.items if r.id not in shown)
             return "\n".join([result.text, *result.notes])
 
-        return StructuredTool.from_function(func=run, name=func.__name__, description=func.__doc__,
-                                            args_schema=StructuredTool.from_function(func).args_schema)
+        return StructuredTool.from_function(
+            func=run,
+            name=func.__name__,
+            description=func.__doc__,
+            args_schema=StructuredTool.from_function(func).args_schema,
+        )
 
     return [as_text(f) for name, f in tools.planner_tools().items() if name != "ask_user"]
 

@@ -99,8 +99,16 @@ class Agent:
     "auto": the catalog's trained head if it has one, loaded on first use; shown: items listed per turn; max_steps:
     planner calls per turn."""
 
-    def __init__(self, llm: LLM, catalog: CatalogView | str = "movies", settings: Settings | None = None, *,
-                 ranker: Ranker | None | Literal["auto"] = "auto", shown: int = SHOWN, max_steps: int = MAX_STEPS):
+    def __init__(
+        self,
+        llm: LLM,
+        catalog: CatalogView | str = "movies",
+        settings: Settings | None = None,
+        *,
+        ranker: Ranker | None | Literal["auto"] = "auto",
+        shown: int = SHOWN,
+        max_steps: int = MAX_STEPS,
+    ):
         self.settings = settings or (catalog.settings if isinstance(catalog, CatalogView) else Settings.load())
         self.llm = llm
         self.catalog = catalog if isinstance(catalog, CatalogView) else CatalogView.open(catalog, self.settings)
@@ -129,8 +137,14 @@ class Agent:
             return self._ranker
 
     # -- one turn -------------------------------------------------------------------------------------
-    def turn(self, conversation: Conversation, text: str = "", on_event: OnEvent | None = None,
-             audio: str | None = None, image: str | bytes | None = None) -> Reply:
+    def turn(
+        self,
+        conversation: Conversation,
+        text: str = "",
+        on_event: OnEvent | None = None,
+        audio: str | None = None,
+        image: str | bytes | None = None,
+    ) -> Reply:
         """Run one user turn: text, a recording to transcribe, a photo (with words saying what to change), or
         a mix. On failure the conversation is left unchanged and the Reply carries the error."""
         turn = Turn(self.llm, on_event)
@@ -149,8 +163,9 @@ class Agent:
             raise
         except RecagentError as exc:  # a backend down, a bad file, a broken store: said, and nothing changed
             conversation.restore(snapshot)
-            return Reply(text=f"Sorry, that turn failed: {exc}", tool_calls=turn.calls, timings=turn.rounded(),
-                         error=str(exc))
+            return Reply(
+                text=f"Sorry, that turn failed: {exc}", tool_calls=turn.calls, timings=turn.rounded(), error=str(exc)
+            )
         except BaseException:  # cancelled (Ctrl-C) or a bug: the conversation is still as it was
             conversation.restore(snapshot)
             raise
@@ -180,8 +195,13 @@ class Agent:
         if not text:
             raise TurnError("empty message")
         tools = CatalogTools(self.catalog, conversation, self.ranker(), self.shown, use_photo=photo)
-        messages = planner_messages(self._planner_spec(tools), conversation, self.catalog, text,
-                                    self._photo_looks(conversation) if photo else None)
+        messages = planner_messages(
+            self._planner_spec(tools),
+            conversation,
+            self.catalog,
+            text,
+            self._photo_looks(conversation) if photo else None,
+        )
         conversation.add_user(text)
         result = self._act(tools, messages, text, turn, photo)
         if result.question:
@@ -198,8 +218,9 @@ class Agent:
             return Reply(text=answer, tool_calls=turn.calls)
         turn.emit("status", "writing")
         allowed = conversation.liked + conversation.last_items()
-        intro, removed = write_intro(turn.complete, text, result.items, self.catalog, allowed,
-                                     lambda sentence: turn.emit("token", sentence))
+        intro, removed = write_intro(
+            turn.complete, text, result.items, self.catalog, allowed, lambda sentence: turn.emit("token", sentence)
+        )
         listing = item_list(result.items, self.catalog.profile)
         turn.emit("token", listing)
         conversation.add_assistant(intro + "\n" + listing, [r.id for r in result.items])
@@ -215,23 +236,30 @@ class Agent:
             plan, raw = plan_tool_call(turn.complete, messages, spec, funcs, text)
             name, args = plan["tool"], plan.get("args") or {}
             if photo and name != "search_catalog":  # a photo turn searches by the photo; the words only refine it
-                name, args = "search_catalog", {"query": str(args.get("query") or text), "filters": args.get("filters") or []}
+                name, args = (
+                    "search_catalog",
+                    {"query": str(args.get("query") or text), "filters": args.get("filters") or []},
+                )
             started = time.perf_counter()
             try:
                 result = funcs[name](**accepted_args(args, funcs[name]))
             except (ToolError, TypeError) as exc:
                 result = None
                 turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4), error=str(exc)))
-                messages = messages + [{"role": "assistant", "content": raw},
-                                       {"role": "user", "content": f"Tool error: {exc}. Choose again."}]
+                messages = messages + [
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": f"Tool error: {exc}. Choose again."},
+                ]
                 continue
             turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4)))
             turn.timings["retrieval"] += result.retrieval_seconds
             turn.timings["ranking"] += result.ranking_seconds
             if result.final or name in CatalogTools.SEARCHES:
                 return result
-            messages = messages + [{"role": "assistant", "content": raw},  # a details lookup: plan again with it
-                                   {"role": "user", "content": f"Result: {result.text}\nNow choose the next tool."}]
+            messages = messages + [
+                {"role": "assistant", "content": raw},  # a details lookup: plan again with it
+                {"role": "user", "content": f"Result: {result.text}\nNow choose the next tool."},
+            ]
         if result is None:
             raise TurnError(f"no usable tool call in {self.max_steps} steps")
         return result  # only details lookups: nothing to show
@@ -256,8 +284,11 @@ def _load_head(settings: Settings, catalog: str) -> Ranker | None:
         log.warning("ranking head not used (%s): using the simple scorer", exc)
         return None
     if ranker is None:
-        log.warning("no ranking-head checkpoint for catalog '%s': using the simple scorer "
-                    "(`recagent train-ranker` trains one for movies)", catalog)
+        log.warning(
+            "no ranking-head checkpoint for catalog '%s': using the simple scorer "
+            "(`recagent train-ranker` trains one for movies)",
+            catalog,
+        )
     return ranker
 
 

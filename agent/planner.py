@@ -70,8 +70,12 @@ def simplify_schema(schema: dict) -> dict:
 
 def plan_schema(schemas: dict[str, dict]) -> dict:
     """JSON schema for one tool call: {"tool": NAME, "args": {...}}, one alternative per tool."""
-    return {"anyOf": [{"type": "object", "properties": {"tool": {"const": name}, "args": schema},
-                       "required": ["tool", "args"]} for name, schema in schemas.items()]}
+    return {
+        "anyOf": [
+            {"type": "object", "properties": {"tool": {"const": name}, "args": schema}, "required": ["tool", "args"]}
+            for name, schema in schemas.items()
+        ]
+    }
 
 
 def planner_prompt(tools: Tools, schemas: dict[str, dict], view: CatalogView) -> str:
@@ -85,9 +89,12 @@ def planner_prompt(tools: Tools, schemas: dict[str, dict], view: CatalogView) ->
         if key in view.profile.hidden:
             continue
         values = info.get("values")
-        fields.append(f"{key} ({', '.join(values[:25])})" if values and len(values) <= 25 else f"{key} ({info['type']})")
-    return load_prompt("planner").format(kind=view.profile.kind, noun=view.profile.noun, tools="\n".join(lines),
-                                         fields="; ".join(fields))
+        fields.append(
+            f"{key} ({', '.join(values[:25])})" if values and len(values) <= 25 else f"{key} ({info['type']})"
+        )
+    return load_prompt("planner").format(
+        kind=view.profile.kind, noun=view.profile.noun, tools="\n".join(lines), fields="; ".join(fields)
+    )
 
 
 def _type_name(schema: dict) -> str:
@@ -96,12 +103,15 @@ def _type_name(schema: dict) -> str:
     return {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}.get(schema.get("type", ""), "any")
 
 
-def planner_messages(spec: PlannerSpec, conversation: Conversation, view: CatalogView, text: str,
-                     photo_looks: list[str] | None = None) -> list[dict]:
+def planner_messages(
+    spec: PlannerSpec, conversation: Conversation, view: CatalogView, text: str, photo_looks: list[str] | None = None
+) -> list[dict]:
     """The planner's messages for a new user message (before it is added to the conversation)."""
     note = f"The user attached a photo; it looks most like: {'; '.join(photo_looks)}.\n" if photo_looks else ""
-    return [{"role": "system", "content": spec.system},
-            {"role": "user", "content": render_state(conversation, view) + note + f"User: {text}"}]
+    return [
+        {"role": "system", "content": spec.system},
+        {"role": "user", "content": render_state(conversation, view) + note + f"User: {text}"},
+    ]
 
 
 def render_state(conversation: Conversation, view: CatalogView) -> str:
@@ -119,12 +129,15 @@ def render_state(conversation: Conversation, view: CatalogView) -> str:
         if years:  # give the small model the numbers it would otherwise have to work out
             span += f" (older: {time}<{min(years)}; newer: {time}>{max(years)})"
         search = conversation.last_search
-        lines.append(f"Last search: {search.get('tool')} {json.dumps(search.get('args', {}))}, filters "
-                     f"{json.dumps(conversation.constraints)}. Shown: {shown}.{span}")
+        lines.append(
+            f"Last search: {search.get('tool')} {json.dumps(search.get('args', {}))}, filters "
+            f"{json.dumps(conversation.constraints)}. Shown: {shown}.{span}"
+        )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 # ---- reading the answer ----------------------------------------------------------------------------------
+
 
 def parse_json_object(text: str) -> dict:
     """The first JSON object in an LLM answer, tolerating code fences, prose around it and a cut-off end."""
@@ -171,8 +184,9 @@ def parse_plan(raw: str, tools: Tools) -> dict:
     return plan
 
 
-def plan_tool_call(complete: Callable[..., Completion], messages: list[dict], spec: PlannerSpec, tools: Tools,
-                   user_text: str) -> tuple[dict, str]:
+def plan_tool_call(
+    complete: Callable[..., Completion], messages: list[dict], spec: PlannerSpec, tools: Tools, user_text: str
+) -> tuple[dict, str]:
     """A valid tool call and the raw answer it came from: the constrained answer, repaired; else asked once more;
     else a plain search of the user's words (so the turn goes on). `complete` is the LLM's complete method."""
     last_error = ""
@@ -182,11 +196,14 @@ def plan_tool_call(complete: Callable[..., Completion], messages: list[dict], sp
             return parse_plan(raw, tools), raw
         except ValueError as exc:
             last_error = str(exc)
-            messages = messages + [{"role": "assistant", "content": raw},
-                                   {"role": "user", "content": f"That was not a valid tool call ({exc}). "
-                                                               "Answer with the JSON only."}]
-    return ({"tool": "search_catalog", "args": {"query": user_text, "filters": []}, "repaired": last_error},
-            json.dumps({"tool": "search_catalog", "args": {"query": user_text}}))
+            messages = messages + [
+                {"role": "assistant", "content": raw},
+                {"role": "user", "content": f"That was not a valid tool call ({exc}). Answer with the JSON only."},
+            ]
+    return (
+        {"tool": "search_catalog", "args": {"query": user_text, "filters": []}, "repaired": last_error},
+        json.dumps({"tool": "search_catalog", "args": {"query": user_text}}),
+    )
 
 
 def accepted_args(args: dict, func: Callable) -> dict:

@@ -50,7 +50,8 @@ def item_rows(items: list[dict]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for n, item in enumerate(items, 1):
         kind = ", ".join(item.get("genres", [])) or " ".join(
-            str(item[k]) for k in ("baseColour", "articleType") if item.get(k))
+            str(item[k]) for k in ("baseColour", "articleType") if item.get(k)
+        )
         rows.append((str(n), item["title"], str(item.get("year", "")), kind, item.get("image", "")))
     return rows
 
@@ -66,8 +67,15 @@ def items_table(items: list[dict]) -> Table:
 
 
 class Repl:
-    def __init__(self, agent: Agent, console: Console | None = None, conversation: Conversation | None = None,
-                 user: str | None = None, feedback: bool | None = None, share_text: bool | None = None):
+    def __init__(
+        self,
+        agent: Agent,
+        console: Console | None = None,
+        conversation: Conversation | None = None,
+        user: str | None = None,
+        feedback: bool | None = None,
+        share_text: bool | None = None,
+    ):
         self.agent = agent
         # soft_wrap: a message is never cut into lines by the REPL (a terminal wraps it; a pipe gets it whole)
         self.console = console or Console(highlight=False, soft_wrap=True)
@@ -91,11 +99,19 @@ class Repl:
             return ""
         text = None
         if self.share_text:
-            text = json.dumps([{"role": m.role, "content": m.content} for m in self.conversation.messages],
-                              ensure_ascii=False)
+            text = json.dumps(
+                [{"role": m.role, "content": m.content} for m in self.conversation.messages], ensure_ascii=False
+            )
         try:
-            record_feedback(self.agent.settings, self.user, item_id, self.conversation.catalog,
-                            -1 if kind == "dislike" else 1, text=text, kind=kind)
+            record_feedback(
+                self.agent.settings,
+                self.user,
+                item_id,
+                self.conversation.catalog,
+                -1 if kind == "dislike" else 1,
+                text=text,
+                kind=kind,
+            )
         except (FeedbackError, ValueError) as exc:
             return f" (not stored as feedback: {exc})"
         return " (stored as feedback under your pseudonym)"
@@ -122,8 +138,7 @@ class Repl:
 
         def work() -> None:
             try:
-                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio,
-                                                   image=image)
+                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio, image=image)
             except TurnCancelled:
                 result["cancelled"] = True
             except Exception as exc:  # never lose the session to a bug in a turn
@@ -193,8 +208,11 @@ class Repl:
             else:
                 for call in self.last.tool_calls:
                     err = f"  error: {call.error}" if call.error else ""
-                    self.say(f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
-                             f"{call.seconds * 1000:.0f} ms{err}", "red" if call.error else None)
+                    self.say(
+                        f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
+                        f"{call.seconds * 1000:.0f} ms{err}",
+                        "red" if call.error else None,
+                    )
                 self.say("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
         elif name in ("/like", "/dislike", *ACCEPT):
             items = self.conversation.last_items()
@@ -225,8 +243,13 @@ class Repl:
         return True
 
 
-def run_repl(agent: Agent, stdin: TextIO | None = None, user: str | None = None, feedback: bool | None = None,
-             share_text: bool | None = None) -> None:
+def run_repl(
+    agent: Agent,
+    stdin: TextIO | None = None,
+    user: str | None = None,
+    feedback: bool | None = None,
+    share_text: bool | None = None,
+) -> None:
     """The interactive loop; reads from a terminal with history, or plain lines from a pipe.
 
     user: whose feedback /like, /dislike and /accept store; user, feedback, share_text: None lets the agent's

@@ -63,8 +63,14 @@ class CatalogTools:
 
     SEARCHES = ("search_catalog", "similar_items", "refine_last")
 
-    def __init__(self, view: CatalogView, conversation: Conversation, ranker: Ranker | None = None,
-                 shown: int = SHOWN, use_photo: bool = False):
+    def __init__(
+        self,
+        view: CatalogView,
+        conversation: Conversation,
+        ranker: Ranker | None = None,
+        shown: int = SHOWN,
+        use_photo: bool = False,
+    ):
         self.view = view
         self.conversation = conversation
         self.ranker = ranker
@@ -73,17 +79,22 @@ class CatalogTools:
 
     def planner_tools(self) -> dict[str, Callable[..., ToolResult]]:
         """name -> bound method, for the planner."""
-        return {f.__name__: f for f in (self.search_catalog, self.similar_items, self.refine_last, self.item_details,
-                                          self.ask_user)}
+        return {
+            f.__name__: f
+            for f in (self.search_catalog, self.similar_items, self.refine_last, self.item_details, self.ask_user)
+        }
 
     # -- the tools (their docstrings are what the planner reads) ---------------------------------------
     def search_catalog(self, query: str, filters: list[str] | None = None) -> ToolResult:
-        """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black"."""
+        """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black"."""  # noqa: E501 (the planner reads it)
         self.conversation.last_search = {"tool": "search_catalog", "args": {"query": query}}
         if self.use_photo:
             self.conversation.last_search["photo"] = True
-            return self._retrieve(query=query, filters=filters or [],
-                                  photo_vector=np.asarray(self.conversation.photo["vector"], dtype=np.float32))
+            return self._retrieve(
+                query=query,
+                filters=filters or [],
+                photo_vector=np.asarray(self.conversation.photo["vector"], dtype=np.float32),
+            )
         return self._retrieve(query=query, filters=filters or [])
 
     def similar_items(self, titles: list[str], filters: list[str] | None = None) -> ToolResult:
@@ -91,15 +102,18 @@ class CatalogTools:
         self.conversation.last_search = {"tool": "similar_items", "args": {"titles": list(titles)}}
         ids = [i for i in (self.view.find_title(t) for t in titles) if i]
         if not ids:
-            return self._retrieve(query=" ".join(titles), filters=filters or [],
-                                  note=f"none of {titles} is in the catalog; searched by text")
+            return self._retrieve(
+                query=" ".join(titles),
+                filters=filters or [],
+                note=f"none of {titles} is in the catalog; searched by text",
+            )
         for item_id in ids:
             self.conversation.like(item_id)
         vector = self.view.vectors(ids).mean(axis=0)
         return self._retrieve(vector=vector / (np.linalg.norm(vector) or 1.0), filters=filters or [], also_exclude=ids)
 
     def refine_last(self, filters: list[str] | None = None, reject: list[int] | None = None) -> ToolResult:
-        """Redo the last search with added filters ("older": year<N, "no horror": genre!=Horror) and without the items the user turned down (reject: their 1-based positions in the last list)."""
+        """Redo the last search with added filters ("older": year<N, "no horror": genre!=Horror) and without the items the user turned down (reject: their 1-based positions in the last list)."""  # noqa: E501
         last = self.conversation.last_search
         if not last:
             raise ToolError("there is no earlier search to refine; use search_catalog")
@@ -118,7 +132,9 @@ class CatalogTools:
         # Sorted: the store gives the keys in a different order in each process, and the planner's prompt must
         # not change with it (recorded evaluation runs replay only if every prompt is the same).
         fields = {k: v for k, v in sorted(self.view.meta[item_id].items()) if not k.startswith("_")}
-        return ToolResult(text="; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in fields.items()))
+        return ToolResult(
+            text="; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in fields.items())
+        )
 
     def ask_user(self, question: str) -> ToolResult:
         """Ask one short clarifying question, only when the request is too vague to search."""
@@ -128,12 +144,24 @@ class CatalogTools:
     def _said(self) -> str:
         return self.conversation.messages[-1].content.lower() if self.conversation.messages else ""
 
-    def _retrieve(self, query: str | None = None, vector: np.ndarray | None = None, filters: Sequence[str] = (),
-                  also_exclude: Sequence[str] = (), note: str | None = None,
-                  photo_vector: np.ndarray | None = None) -> ToolResult:
+    def _retrieve(
+        self,
+        query: str | None = None,
+        vector: np.ndarray | None = None,
+        filters: Sequence[str] = (),
+        also_exclude: Sequence[str] = (),
+        note: str | None = None,
+        photo_vector: np.ndarray | None = None,
+    ) -> ToolResult:
         notes = [note] if note else []
-        good, dropped = allowed_filters(list(filters), self._said(), self.view.fields, self.conversation.constraints,
-                                        photo_turn=self.use_photo, time_field=self.view.profile.time_field)
+        good, dropped = allowed_filters(
+            list(filters),
+            self._said(),
+            self.view.fields,
+            self.conversation.constraints,
+            photo_turn=self.use_photo,
+            time_field=self.view.profile.time_field,
+        )
         notes += dropped
         self.conversation.constraints = good
         where = parse_where(good, self.view.fields)
@@ -143,8 +171,9 @@ class CatalogTools:
 
         def search(where: dict | None) -> list[Hit]:
             if photo_vector is not None:
-                return retrieve_candidates(self.view.index, query, photo_vector=photo_vector, k=CANDIDATES,
-                                           where=where, exclude=exclude)
+                return retrieve_candidates(
+                    self.view.index, query, photo_vector=photo_vector, k=CANDIDATES, where=where, exclude=exclude
+                )
             return self.view.index.search(query, k=CANDIDATES, where=where, vector=vector, exclude=exclude)
 
         hits = search(where)
@@ -169,12 +198,20 @@ class CatalogTools:
         request ("a shark attack movie" -> Die Hard above Jaws); within the hits it keeps to the topic."""
         assert self.ranker is not None
         users = [m.content for m in self.conversation.messages if m.role == "user"][-3:]
-        ctx = Context(items=list(self.conversation.liked), text=query or " ".join(users), exclude=set(exclude),
-                      disliked=list(self.conversation.disliked), seeker_text=" ".join(users)[-1000:],
-                      last_text=users[-1] if users else "")
+        ctx = Context(
+            items=list(self.conversation.liked),
+            text=query or " ".join(users),
+            exclude=set(exclude),
+            disliked=list(self.conversation.disliked),
+            seeker_text=" ".join(users)[-1000:],
+            last_text=users[-1] if users else "",
+        )
         scores = self.ranker.score([ctx], self.view.settings)[0]
         pos = self.ranker.signals.pos
-        ranked = [Ranked(h.id, h.title, float(scores[pos[h.id]]), self.view.meta.get(h.id) or h.metadata, h.score)
-                  for h in hits if h.id in pos]  # h.title ("Title (Year)"), as the simple scorer shows it
+        ranked = [
+            Ranked(h.id, h.title, float(scores[pos[h.id]]), self.view.meta.get(h.id) or h.metadata, h.score)
+            for h in hits
+            if h.id in pos
+        ]  # h.title ("Title (Year)"), as the simple scorer shows it
         ranked.sort(key=lambda r: -r.score)
         return ranked

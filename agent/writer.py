@@ -24,8 +24,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def writer_messages(request: str, items: list[Ranked]) -> list[dict]:
     """The writer's prompt: the request and the titles only (prompt tokens are the slow part on a CPU)."""
-    return [{"role": "system", "content": load_prompt("reply")},
-            {"role": "user", "content": f"Request: {request}\nPicks: " + "; ".join(r.title for r in items)}]
+    return [
+        {"role": "system", "content": load_prompt("reply")},
+        {"role": "user", "content": f"Request: {request}\nPicks: " + "; ".join(r.title for r in items)},
+    ]
 
 
 class GroundedStream:
@@ -46,7 +48,7 @@ class GroundedStream:
         self.pending += token
         cut = max(self.pending.rfind(". "), self.pending.rfind("! "), self.pending.rfind("? "))
         if cut >= 0:
-            done, self.pending = self.pending[: cut + 1], self.pending[cut + 2:]
+            done, self.pending = self.pending[: cut + 1], self.pending[cut + 2 :]
             self._show(done)
 
     def close(self) -> str:
@@ -63,8 +65,14 @@ class GroundedStream:
             self.emit(good)
 
 
-def write_intro(complete: Callable[..., Completion], request: str, items: list[Ranked], view: CatalogView,
-                allowed_ids: list[str], emit: Callable[[str], None]) -> tuple[str, list[str]]:
+def write_intro(
+    complete: Callable[..., Completion],
+    request: str,
+    items: list[Ranked],
+    view: CatalogView,
+    allowed_ids: list[str],
+    emit: Callable[[str], None],
+) -> tuple[str, list[str]]:
     """The reply's grounded opening sentence, streamed through `emit`, and the titles taken out of it.
     `complete` is the LLM's complete method."""
     allowed = {title_key(r.title) for r in items} | {title_key(view.title(i)) for i in allowed_ids if i in view.meta}

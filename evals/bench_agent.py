@@ -28,13 +28,26 @@ from .common import percentile
 from .loopback import free_port, start_server, stop_server
 
 REQUESTS = [
-    "a funny animated film for my kids", "a tense thriller set on a submarine", "a romantic comedy set in New York",
-    "a scary movie about a shark", "a space opera with jedi knights", "a classic western with gunfights",
-    "a heist movie with a clever twist", "a documentary about music", "a feel-good sports drama",
-    "a dark psychological thriller", "a superhero action movie", "a historical war epic",
-    "a musical with great songs", "a mind-bending sci-fi film about dreams", "a coming of age story",
-    "a zombie horror comedy", "a courtroom drama", "a martial arts action film",
-    "a whimsical fantasy adventure", "a gangster crime saga",
+    "a funny animated film for my kids",
+    "a tense thriller set on a submarine",
+    "a romantic comedy set in New York",
+    "a scary movie about a shark",
+    "a space opera with jedi knights",
+    "a classic western with gunfights",
+    "a heist movie with a clever twist",
+    "a documentary about music",
+    "a feel-good sports drama",
+    "a dark psychological thriller",
+    "a superhero action movie",
+    "a historical war epic",
+    "a musical with great songs",
+    "a mind-bending sci-fi film about dreams",
+    "a coming of age story",
+    "a zombie horror comedy",
+    "a courtroom drama",
+    "a martial arts action film",
+    "a whimsical fantasy adventure",
+    "a gangster crime saga",
 ]
 STAGES = ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval", "ranking")
 
@@ -47,18 +60,34 @@ def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str]
     for n, text in enumerate(requests, 1):
         reply = agent.turn(agent.new_conversation(), text)
         valid = [i for i in reply.items if agent.catalog.meta.get(i["id"], {}).get("title") == i["title"]]
-        turns.append({"request": text, **reply.timings, "items": len(reply.items), "valid_items": len(valid),
-                      "clarifying": reply.clarifying, "error": reply.error,
-                      "tools": [c.name for c in reply.tool_calls], "off_catalog_mentions": len(reply.removed_mentions)})
-        print(f"  recagent {n:2}/{len(requests)} {reply.timings.get('total', 0):5.1f} s  items {len(valid)}  {text}",
-              file=sys.stderr, flush=True)
+        turns.append(
+            {
+                "request": text,
+                **reply.timings,
+                "items": len(reply.items),
+                "valid_items": len(valid),
+                "clarifying": reply.clarifying,
+                "error": reply.error,
+                "tools": [c.name for c in reply.tool_calls],
+                "off_catalog_mentions": len(reply.removed_mentions),
+            }
+        )
+        print(
+            f"  recagent {n:2}/{len(requests)} {reply.timings.get('total', 0):5.1f} s  items {len(valid)}  {text}",
+            file=sys.stderr,
+            flush=True,
+        )
     return _summary("recagent", turns)
 
 
 def _summary(name: str, turns: list[dict]) -> dict:
     """Latency p50/p95 per stage (seconds, 2 places), the share of turns with 3+ valid items, the off-catalog rate."""
-    out: dict = {"system": name, "turns": turns, "n": len(turns),
-                 "valid_turn_rate": round(sum(t["valid_items"] >= 3 for t in turns) / len(turns), 3)}
+    out: dict = {
+        "system": name,
+        "turns": turns,
+        "n": len(turns),
+        "valid_turn_rate": round(sum(t["valid_items"] >= 3 for t in turns) / len(turns), 3),
+    }
     for key in STAGES:
         values = [t[key] for t in turns if t.get(key) is not None]
         if values:
@@ -89,18 +118,37 @@ def run_langchain(settings: Settings, model: str = "llm", requests: Sequence[str
 
     port = free_port()
     catalog = CatalogView.open("movies", settings)
-    server = start_server([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model(model, settings),
-                           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
-                          lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read(),
-                          what="llama_cpp.server")
+    server = start_server(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            resolve_model(model, settings),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--cache",
+            "true",
+        ],
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read(),
+        what="llama_cpp.server",
+    )
     try:
-        llm = ChatOpenAI(model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key=SecretStr("none"), temperature=0,
-                         timeout=300)
+        llm = ChatOpenAI(
+            model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key=SecretStr("none"), temperature=0, timeout=300
+        )
         turns = []
         for n, text in enumerate(requests, 1):
-            agent = create_agent(llm, langchain_tools(catalog),
-                                 system_prompt="You recommend movies from a catalog. Use the tools to find real "
-                                               "movies, then recommend 3 to 5 of them with a one-line reason each.")
+            agent = create_agent(
+                llm,
+                langchain_tools(catalog),
+                system_prompt="You recommend movies from a catalog. Use the tools to find real "
+                "movies, then recommend 3 to 5 of them with a one-line reason each.",
+            )
             started = time.perf_counter()
             try:
                 result = agent.invoke({"messages": [{"role": "user", "content": text}]})
@@ -112,18 +160,32 @@ def run_langchain(settings: Settings, model: str = "llm", requests: Sequence[str
             seconds = time.perf_counter() - started
             titles = named_titles(answer)
             in_catalog = [t for t in titles if catalog.find_title(t)]
-            turns.append({"request": text, "total": round(seconds, 3), "items": len(in_catalog),
-                          "valid_items": len(in_catalog), "named_titles": len(titles),
-                          "off_catalog": len(titles) - len(in_catalog), "tool_calls": tool_calls, "error": error})
-            print(f"  langchain {n:2}/{len(requests)} {seconds:5.1f} s  tools {tool_calls}  in-catalog "
-                  f"{len(in_catalog)}/{len(titles)}  {text}", file=sys.stderr, flush=True)
+            turns.append(
+                {
+                    "request": text,
+                    "total": round(seconds, 3),
+                    "items": len(in_catalog),
+                    "valid_items": len(in_catalog),
+                    "named_titles": len(titles),
+                    "off_catalog": len(titles) - len(in_catalog),
+                    "tool_calls": tool_calls,
+                    "error": error,
+                }
+            )
+            print(
+                f"  langchain {n:2}/{len(requests)} {seconds:5.1f} s  tools {tool_calls}  in-catalog "
+                f"{len(in_catalog)}/{len(titles)}  {text}",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         stop_server(server)
     return _summary("langchain create_agent", turns)
 
 
-def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str = "llm",
-                        limit: int | None = None) -> dict:
+def run_agent_benchmark(
+    settings: Settings, langchain: bool = True, model: str = "llm", limit: int | None = None
+) -> dict:
     """Both systems on the first `limit` requests (all 20 by default); print the table and return the figures."""
     requests = REQUESTS[:limit] if limit else REQUESTS
     results: dict = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
@@ -135,14 +197,17 @@ def run_agent_benchmark(settings: Settings, langchain: bool = True, model: str =
 
 def format_table(results: dict) -> str:
     """One Markdown row per system: latency per stage, valid turns, off-catalog rate."""
-    lines = ["| system | turns | whole reply p50 / p95 s | items on screen p50 / p95 s | LLM prompt p50 s | "
-             "LLM generation p50 s | retrieval p50 s | ranking p50 s | turns with >= 3 valid items | off-catalog |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| system | turns | whole reply p50 / p95 s | items on screen p50 / p95 s | LLM prompt p50 s | "
+        "LLM generation p50 s | retrieval p50 s | ranking p50 s | turns with >= 3 valid items | off-catalog |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in results["systems"]:
         both = " | ".join(_cell(s.get(key)) for key in STAGES[:2])
         p50 = " | ".join(_cell(s.get(key), both=False) for key in STAGES[2:])
-        lines.append(f"| {s['system']} | {s['n']} | {both} | {p50} | {s['valid_turn_rate']:.0%} | "
-                     f"{s['off_catalog_rate']:.0%} |")
+        lines.append(
+            f"| {s['system']} | {s['n']} | {both} | {p50} | {s['valid_turn_rate']:.0%} | {s['off_catalog_rate']:.0%} |"
+        )
     return "\n".join(lines)
 
 

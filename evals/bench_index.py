@@ -63,8 +63,9 @@ def _exact_threshold(vectors: np.ndarray, queries: np.ndarray, mask: np.ndarray 
     return np.asarray(out)
 
 
-def measure(client: ClientAPI, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: dict,
-            batch: int = 4000) -> dict:
+def measure(
+    client: ClientAPI, name: str, vectors: np.ndarray, queries: np.ndarray, hnsw: dict, batch: int = 4000
+) -> dict:
     """Insert `vectors` into a new collection, then time and score `queries` with and without a filter."""
     try:
         client.delete_collection(name)
@@ -77,14 +78,16 @@ def measure(client: ClientAPI, name: str, vectors: np.ndarray, queries: np.ndarr
     started = time.perf_counter()
     for lo in range(0, n, batch):
         hi = min(lo + batch, n)
-        col.add(ids=[str(i) for i in range(lo, hi)], embeddings=vectors[lo:hi],
-                metadatas=[{"bucket": int(b)} for b in buckets[lo:hi]])
+        col.add(
+            ids=[str(i) for i in range(lo, hi)],
+            embeddings=vectors[lo:hi],
+            metadatas=[{"bucket": int(b)} for b in buckets[lo:hi]],
+        )
         if n >= 100_000 and (hi // batch) % 25 == 0:
             _say(f"    inserted {hi:,}/{n:,}")
     insert_s = time.perf_counter() - started
     result = {"n": n, "insert_items_per_s": round(n / insert_s, 1), "hnsw": hnsw}
-    for label, where, mask in (("unfiltered", None, None),
-                               ("filtered", {"bucket": 3}, buckets == 3)):
+    for label, where, mask in (("unfiltered", None, None), ("filtered", {"bucket": 3}, buckets == 3)):
         thresholds = _exact_threshold(vectors, queries, mask)
         latencies, hits = [], 0
         for q, tenth in zip(queries, thresholds):
@@ -95,14 +98,18 @@ def measure(client: ClientAPI, name: str, vectors: np.ndarray, queries: np.ndarr
             # recall@10: returned items at least as similar as the exact 10th neighbour
             hits += int(np.sum(vectors[found] @ q >= tenth - 1e-5)) if len(found) else 0
         ms = [seconds * 1000 for seconds in latencies]
-        result[label] = {"p50_ms": percentile(ms, 50, digits=2), "p95_ms": percentile(ms, 95, digits=2),
-                         "recall@10": round(hits / (10 * len(queries)), 4)}
+        result[label] = {
+            "p50_ms": percentile(ms, 50, digits=2),
+            "p95_ms": percentile(ms, 95, digits=2),
+            "recall@10": round(hits / (10 * len(queries)), 4),
+        }
     client.delete_collection(name)
     return result
 
 
-def _catalog_vectors(settings: Settings, catalog: str, n_queries: int,
-                     rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+def _catalog_vectors(
+    settings: Settings, catalog: str, n_queries: int, rng: random.Random
+) -> tuple[np.ndarray, np.ndarray]:
     """The catalog's text vectors, and those of n_queries random requests made of its genres and tags (movies) or
     colours, types and genders (fashion)."""
     cat = load_catalog(catalog, settings)
@@ -140,8 +147,12 @@ class _Server:
             self.client = chromadb.HttpClient(host="127.0.0.1", port=self.port)
             self.client.heartbeat()
 
-        self.proc = start_server([chroma, "run", "--path", self.path, "--host", "127.0.0.1", "--port",
-                                  str(self.port)], ready, 60, what="chroma server")
+        self.proc = start_server(
+            [chroma, "run", "--path", self.path, "--host", "127.0.0.1", "--port", str(self.port)],
+            ready,
+            60,
+            what="chroma server",
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,8 +160,15 @@ class _Server:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def run_index_benchmark(settings: Settings, sizes: list[int], queries: int = 200, server: bool = True,
-                        catalogs: bool = True, big_builds: bool = False, embedded_store: bool = True) -> dict:
+def run_index_benchmark(
+    settings: Settings,
+    sizes: list[int],
+    queries: int = 200,
+    server: bool = True,
+    catalogs: bool = True,
+    big_builds: bool = False,
+    embedded_store: bool = True,
+) -> dict:
     """Run the benchmark, print tables, and return every figure."""
     import chromadb  # noqa: PLC0415  (heavy: loaded only when the benchmark runs)
     from chromadb.config import Settings as ChromaSettings  # noqa: PLC0415  (as above)
@@ -204,18 +222,34 @@ def format_tables(results: dict) -> str:
     """The figures as Markdown tables."""
     lines = []
     if results["catalogs"]:
-        lines += _table("### Real catalogs (MiniLM embeddings), embedded store", ["catalog", "HNSW settings"],
-                        "|---|---|", [f"{r['catalog']} ({r['n']:,}) | {r['settings']}" for r in results["catalogs"]],
-                        results["catalogs"])
+        lines += _table(
+            "### Real catalogs (MiniLM embeddings), embedded store",
+            ["catalog", "HNSW settings"],
+            "|---|---|",
+            [f"{r['catalog']} ({r['n']:,}) | {r['settings']}" for r in results["catalogs"]],
+            results["catalogs"],
+        )
         lines.append("")
     if results["random"]:
-        lines += _table("### Random 384-d vectors", ["vectors", "store", "HNSW settings"], "|---:|---|---|",
-                        [f"{r['n']:,} | {r['store']} | {r['settings']}" for r in results["random"]], results["random"])
+        lines += _table(
+            "### Random 384-d vectors",
+            ["vectors", "store", "HNSW settings"],
+            "|---:|---|---|",
+            [f"{r['n']:,} | {r['store']} | {r['settings']}" for r in results["random"]],
+            results["random"],
+        )
     return "\n".join(lines)
 
 
-MEASURED = ["insert items/s", "p50 ms", "p95 ms", "recall@10", "filtered p50 ms", "filtered p95 ms",
-            "filtered recall@10"]
+MEASURED = [
+    "insert items/s",
+    "p50 ms",
+    "p95 ms",
+    "recall@10",
+    "filtered p50 ms",
+    "filtered p95 ms",
+    "filtered recall@10",
+]
 
 
 def _table(title: str, keys: list[str], key_rule: str, labels: list[str], rows: list[dict]) -> list[str]:
@@ -228,5 +262,7 @@ def _table(title: str, keys: list[str], key_rule: str, labels: list[str], rows: 
 def _cells(r: dict) -> str:
     """The measured columns of one row: insert rate, then latency and recall without and with the filter."""
     u, f = r["unfiltered"], r["filtered"]
-    return (f"{r['insert_items_per_s']:,.0f} | {u['p50_ms']} | {u['p95_ms']} | {u['recall@10']:.3f} | "
-            f"{f['p50_ms']} | {f['p95_ms']} | {f['recall@10']:.3f}")
+    return (
+        f"{r['insert_items_per_s']:,.0f} | {u['p50_ms']} | {u['p95_ms']} | {u['recall@10']:.3f} | "
+        f"{f['p50_ms']} | {f['p95_ms']} | {f['recall@10']:.3f}"
+    )

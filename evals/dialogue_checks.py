@@ -47,7 +47,7 @@ def check_turn(turn: Turn, reply: Reply, state: DialogueState, facts: CatalogFac
         checks += _field_values(key, dict(exp.get(key) or {}), items)
     years: list[int] = [m["year"] for m in items if isinstance(m.get("year"), int)]
     if "year" in exp:
-        low, high = exp["year"].get("min", -10**9), exp["year"].get("max", 10**9)
+        low, high = exp["year"].get("min", -(10**9)), exp["year"].get("max", 10**9)
         ok = bool(years) and len(years) == len(items) and all(low <= y <= high for y in years)
         checks.append(check("year", ok, f"years {sorted(years)} vs {low}..{high}"))
     for key, older in (("older", True), ("newer", False)):
@@ -93,8 +93,13 @@ def _reply_checks(exp: dict, reply: Reply, facts: CatalogFacts) -> list[dict]:
     checks = []
     items = reply.items
     if "clarify" in exp:
-        checks.append(check("clarify", reply.clarifying == bool(exp["clarify"]),
-                            "asked a question" if reply.clarifying else f"showed {len(items)} items"))
+        checks.append(
+            check(
+                "clarify",
+                reply.clarifying == bool(exp["clarify"]),
+                "asked a question" if reply.clarifying else f"showed {len(items)} items",
+            )
+        )
     if "tool" in exp:
         called = [c.name for c in reply.tool_calls]
         checks.append(check("tool", exp["tool"] in called, f"tools called: {called}"))

@@ -22,8 +22,20 @@ SCRIPTS_DIR = Path(__file__).resolve().parent / "dialogues"
 FAMILIES = ("basic", "refinement", "negation", "vague", "voice", "image", "adversarial")
 CATALOGS = ("movies", "fashion")
 INPUT_KEYS = ("say", "audio", "speak", "image")
-EXPECT_KEYS = ("hit", "require", "forbid", "year", "older", "newer", "clarify", "tool", "reply_excludes",
-               "transcript_has", "exclude_items", "min_items")
+EXPECT_KEYS = (
+    "hit",
+    "require",
+    "forbid",
+    "year",
+    "older",
+    "newer",
+    "clarify",
+    "tool",
+    "reply_excludes",
+    "transcript_has",
+    "exclude_items",
+    "min_items",
+)
 SCRIPT_KEYS = ("name", "family", "catalog", "turns", "description", "fixture")
 
 
@@ -54,6 +66,7 @@ class Script:
 
 # ---- loading and checking the form -------------------------------------------------------------------------
 
+
 def script_files(path: str | Path | None = None) -> list[Path]:
     """The YAML files of a folder (sorted), or the one file given; the packaged scripts by default."""
     path = Path(path) if path else SCRIPTS_DIR
@@ -67,8 +80,9 @@ def script_files(path: str | Path | None = None) -> list[Path]:
     return [path]
 
 
-def load_scripts(path: str | Path | None = None, families: list[str] | None = None,
-                 limit: int | None = None) -> list[Script]:
+def load_scripts(
+    path: str | Path | None = None, families: list[str] | None = None, limit: int | None = None
+) -> list[Script]:
     """Every script under path (a file may hold one script or a list), checked for form; optionally filtered."""
     scripts: list[Script] = []
     for file in script_files(path):
@@ -77,8 +91,9 @@ def load_scripts(path: str | Path | None = None, families: list[str] | None = No
         except yaml.YAMLError as exc:
             raise ScriptError(f"{file}: not valid YAML ({exc})") from None
         for n, entry in enumerate(data if isinstance(data, list) else [data], 1):
-            scripts.append(parse_script(entry, f"{file.name}" + (f" #{n}" if isinstance(data, list) else ""),
-                                        str(file)))
+            scripts.append(
+                parse_script(entry, f"{file.name}" + (f" #{n}" if isinstance(data, list) else ""), str(file))
+            )
     names = [s.name for s in scripts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -86,8 +101,9 @@ def load_scripts(path: str | Path | None = None, families: list[str] | None = No
     if families:
         unknown = [f for f in families if f not in {s.family for s in scripts}]
         if unknown:
-            raise ScriptError(f"no script of family {', '.join(unknown)} (families: "
-                              f"{', '.join(sorted({s.family for s in scripts}))})")
+            raise ScriptError(
+                f"no script of family {', '.join(unknown)} (families: {', '.join(sorted({s.family for s in scripts}))})"
+            )
         scripts = [s for s in scripts if s.family in families]
     return scripts[:limit] if limit else scripts
 
@@ -114,8 +130,9 @@ def parse_script(data: Any, where: str, path: str = "") -> Script:
     override = fixture.get("override") if isinstance(fixture, dict) else None
     if fixture and not (isinstance(override, dict) and {"item", "field", "value"} <= set(override)):
         raise ScriptError(f"{where}: fixture must be {{override: {{item, field, value}}}}")
-    return Script(str(data["name"]), data["family"], data["catalog"], turns, str(data.get("description", "")),
-                  fixture, path)
+    return Script(
+        str(data["name"]), data["family"], data["catalog"], turns, str(data.get("description", "")), fixture, path
+    )
 
 
 def parse_turn(data: Any, where: str) -> Turn:
@@ -136,8 +153,7 @@ def parse_turn(data: Any, where: str) -> Turn:
         raise ScriptError(f"{where}: expect is a mapping")
     bad = set(expect) - set(EXPECT_KEYS)
     if bad:
-        raise ScriptError(f"{where}: unknown expectation(s) {', '.join(sorted(bad))} "
-                          f"(known: {', '.join(EXPECT_KEYS)})")
+        raise ScriptError(f"{where}: unknown expectation(s) {', '.join(sorted(bad))} (known: {', '.join(EXPECT_KEYS)})")
     hit = expect.get("hit")
     if hit is not None and not (isinstance(hit, dict) and isinstance(hit.get("items"), list) and hit["items"]):
         raise ScriptError(f"{where}: hit is {{items: [titles or ids], k: N}}")
@@ -148,6 +164,7 @@ def parse_turn(data: Any, where: str) -> Turn:
 
 
 # ---- what a script refers to -------------------------------------------------------------------------------
+
 
 class CatalogFacts:
     """Ids, titles and field values of one catalog, read from its data files (no index needed)."""
@@ -209,9 +226,10 @@ def validate_scripts(scripts: list[Script], settings: Settings) -> list[str]:
                     if name != "share" and name not in facts.fields:
                         problems.append(f"{where}: {key} names field '{name}', which {script.catalog} items lack")
                     values = exp[key].get(name)
-                    for value in (values if isinstance(values, list) else [values]):
-                        if name != "share" and not any(has_value(it.metadata.get(name), value)
-                                                       for it in facts.items.values()):
+                    for value in values if isinstance(values, list) else [values]:
+                        if name != "share" and not any(
+                            has_value(it.metadata.get(name), value) for it in facts.items.values()
+                        ):
                             problems.append(f"{where}: no {script.catalog} item has {name}={value}")
         for where, item in refs:
             if facts.resolve(item) is None:

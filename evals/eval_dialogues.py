@@ -27,8 +27,20 @@ from .dialogue_summary import format_summary, summarise
 from .recording import Transcripts, default_recording, recorded_run, recording_path, start_recording
 
 __all__ = [  # what the command line and the tests take from here (the parts live in the modules named above)
-    "FAMILIES", "Script", "ScriptError", "Turn", "compare_with_recording", "default_recording", "fixture_agent",
-    "format_summary", "load_scripts", "outcome", "recording_path", "run_dialogues", "run_script", "summarise",
+    "FAMILIES",
+    "Script",
+    "ScriptError",
+    "Turn",
+    "compare_with_recording",
+    "default_recording",
+    "fixture_agent",
+    "format_summary",
+    "load_scripts",
+    "outcome",
+    "recording_path",
+    "run_dialogues",
+    "run_script",
+    "summarise",
     "validate_scripts",
 ]
 
@@ -43,12 +55,12 @@ def fixture_agent(agent: Agent, script: Script) -> Agent:
     if item_id is None:
         raise ScriptError(f"{script.name}: fixture item '{override['item']}' is not in the {script.catalog} catalog")
     view = agent.catalog.with_metadata(item_id, {override["field"]: override["value"]})
-    return Agent(agent.llm, view, agent.settings, ranker=agent.ranker(), shown=agent.shown,
-                 max_steps=agent.max_steps)
+    return Agent(agent.llm, view, agent.settings, ranker=agent.ranker(), shown=agent.shown, max_steps=agent.max_steps)
 
 
-def run_script(script: Script, agent: Agent, transcripts: Transcripts, settings: Settings,
-               on_turn: OnTurn | None = None) -> dict:
+def run_script(
+    script: Script, agent: Agent, transcripts: Transcripts, settings: Settings, on_turn: OnTurn | None = None
+) -> dict:
     """Run one script in a fresh conversation; every turn's reply, items, timings and checks."""
     facts = catalog_facts(script.catalog, settings)
     if script.fixture:
@@ -81,24 +93,50 @@ def run_script(script: Script, agent: Agent, transcripts: Transcripts, settings:
     hits = [t["turn"] for t in turns if any(c["kind"] == "hit" and c["passed"] for c in t["checks"])]
     has_hit = any("hit" in t.expect for t in script.turns)
     checks = [c for t in turns for c in t["checks"]]
-    return {"name": script.name, "family": script.family, "catalog": script.catalog,
-            "description": script.description, "turns": turns, "passed": all(c["passed"] for c in checks),
-            "checks_passed": sum(c["passed"] for c in checks), "checks": len(checks),
-            "turns_to_success": (hits[0] if hits else None) if has_hit else None, "has_hit": has_hit}
+    return {
+        "name": script.name,
+        "family": script.family,
+        "catalog": script.catalog,
+        "description": script.description,
+        "turns": turns,
+        "passed": all(c["passed"] for c in checks),
+        "checks_passed": sum(c["passed"] for c in checks),
+        "checks": len(checks),
+        "turns_to_success": (hits[0] if hits else None) if has_hit else None,
+        "has_hit": has_hit,
+    }
 
 
 def _turn_record(n: int, turn: Turn, text: str, reply: Reply, checks: list[dict]) -> dict:
     """One turn as the figures keep it."""
-    return {"turn": n, "input": turn.inputs(), "text": text, "transcript": reply.transcript, "reply": reply.text,
-            "items": [{"id": i["id"], "title": i["title"]} for i in reply.items],
-            "clarifying": reply.clarifying, "error": reply.error, "removed_mentions": reply.removed_mentions,
-            "tool_calls": [{"name": c.name, "arguments": c.arguments, "error": c.error} for c in reply.tool_calls],
-            "timings": reply.timings, "checks": checks, "passed": all(c["passed"] for c in checks)}
+    return {
+        "turn": n,
+        "input": turn.inputs(),
+        "text": text,
+        "transcript": reply.transcript,
+        "reply": reply.text,
+        "items": [{"id": i["id"], "title": i["title"]} for i in reply.items],
+        "clarifying": reply.clarifying,
+        "error": reply.error,
+        "removed_mentions": reply.removed_mentions,
+        "tool_calls": [{"name": c.name, "arguments": c.arguments, "error": c.error} for c in reply.tool_calls],
+        "timings": reply.timings,
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+    }
 
 
-def run_dialogues(scripts: list[Script], settings: Settings, llm: LLM, *, record: str | Path | None = None,
-                  replay: str | None = None, resume: bool = False, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> dict:
+def run_dialogues(
+    scripts: list[Script],
+    settings: Settings,
+    llm: LLM,
+    *,
+    record: str | Path | None = None,
+    replay: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Run every script against one agent per catalog (sharing the LLM); the results and their summary.
 
     record: where to write the LLM calls, transcripts and outcomes (JSON lines); resume: keep the scripts an
@@ -120,8 +158,13 @@ def run_dialogues(scripts: list[Script], settings: Settings, llm: LLM, *, record
         if not done:
             model.complete([{"role": "user", "content": "Say OK."}], max_tokens=1)  # load the model before timing
         transcripts = Transcripts(settings, Path(tmp), recorder, replay)
-        bar = tqdm(total=sum(len(s.turns) for s in scripts), desc="dialogue turns", unit="turn",
-                   disable=not progress, file=sys.stderr)
+        bar = tqdm(
+            total=sum(len(s.turns) for s in scripts),
+            desc="dialogue turns",
+            unit="turn",
+            disable=not progress,
+            file=sys.stderr,
+        )
 
         def on_turn(script: Script, turn: dict) -> None:
             bar.update(1)
@@ -141,8 +184,15 @@ def run_dialogues(scripts: list[Script], settings: Settings, llm: LLM, *, record
                 recorder.write({"kind": "script", "result": results[-1]})
         bar.close()
     figures = summarise(results)
-    figures.update({"model": llm.name, "seconds": round(time.perf_counter() - started, 1), "scripts": results,
-                    "recording": str(record) if record else None, "resumed_scripts": len(done)})
+    figures.update(
+        {
+            "model": llm.name,
+            "seconds": round(time.perf_counter() - started, 1),
+            "scripts": results,
+            "recording": str(record) if record else None,
+            "resumed_scripts": len(done),
+        }
+    )
     if replay:
         figures["replay"] = compare_with_recording(results, read_recording(replay), replay)
         unused = getattr(llm, "unused", None)
@@ -158,8 +208,11 @@ def outcome(turn: dict) -> dict:
 
 def compare_with_recording(results: list[dict], records: list[dict], path: str) -> dict:
     """The replayed outcomes against the recorded ones: identical or the differences."""
-    recorded = {(r["script"], r["turn"]): {"items": r["items"], "checks": r["checks"]}
-                for r in records if r.get("kind") == "outcome"}
+    recorded = {
+        (r["script"], r["turn"]): {"items": r["items"], "checks": r["checks"]}
+        for r in records
+        if r.get("kind") == "outcome"
+    }
     differences = []
     for script in results:
         for turn in script["turns"]:
@@ -167,5 +220,9 @@ def compare_with_recording(results: list[dict], records: list[dict], path: str) 
             if old is not None and old != outcome(turn):
                 differences.append(f"{script['name']} turn {turn['turn']}: recorded {old}, replayed {outcome(turn)}")
     compared = sum(1 for s in results for t in s["turns"] if (s["name"], t["turn"]) in recorded)
-    return {"file": str(path), "turns_compared": compared, "identical": not differences and compared > 0,
-            "differences": differences}
+    return {
+        "file": str(path),
+        "turns_compared": compared,
+        "identical": not differences and compared > 0,
+        "differences": differences,
+    }

@@ -77,8 +77,13 @@ def both_match(labels: dict[str, list], found: Sequence[int] | np.ndarray, wante
     return float(np.mean([(labels["baseColour"][j], labels["articleType"][j]) == wanted for j in found]))
 
 
-def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 0, progress: bool = True,
-                    log: Callable[[str], object] = print) -> dict:
+def evaluate_images(
+    settings: Settings,
+    near_duplicates: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
+) -> dict:
     """Run every measurement; returns the figures (also what --json writes)."""
     started = time.perf_counter()
     catalog = load_catalog("fashion", settings)
@@ -116,8 +121,9 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
         hits = index.search_images(photos[q], k=11, encoder_key=encoder.key)
         return [pos[h.id] for h in hits if h.id in pos]
 
-    hist = colour_histograms([load_image(it.image or "") for it in tqdm(items, desc="colour histograms",
-                                                                        disable=not progress, unit="img")])
+    hist = colour_histograms(
+        [load_image(it.image or "") for it in tqdm(items, desc="colour histograms", disable=not progress, unit="img")]
+    )
     name_vecs = embed_texts([items[q].title for q in held], settings)
     name_of = {q: v for q, v in zip(held, name_vecs)}
     texts = np.stack([text_vecs[i] for i in ids])
@@ -144,9 +150,14 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
         plain = held_set[np.argsort(-cosine)[:10]]
         whole = [pos[h.id] for h in retrieve_candidates(index, query=phrase, by="image", k=10) if h.id in pos]
         wanted = (colour, kind)
-        rows.append({"query": phrase, "held_out_gallery": both_match(labels, local, wanted),
-                     "held_out_gallery_cosine_only": both_match(labels, plain, wanted),
-                     "whole_catalog": both_match(labels, whole, wanted)})
+        rows.append(
+            {
+                "query": phrase,
+                "held_out_gallery": both_match(labels, local, wanted),
+                "held_out_gallery_cosine_only": both_match(labels, plain, wanted),
+                "whole_catalog": both_match(labels, whole, wanted),
+            }
+        )
     text_to_image: dict = {"queries": rows}
     for key in ("held_out_gallery", "held_out_gallery_cosine_only", "whole_catalog"):
         text_to_image[key] = round(float(np.mean([r[key] for r in rows])), 4)
@@ -161,8 +172,9 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
         buffer = io.BytesIO()
         query.save(buffer, "PNG")
         ranked = {
-            "recagent photo search": [h.id for h in retrieve_candidates(index, photo=buffer.getvalue(),
-                                                                         photo_vector=vec, k=10)],
+            "recagent photo search": [
+                h.id for h in retrieve_candidates(index, photo=buffer.getvalue(), photo_vector=vec, k=10)
+            ],
             "recagent, photos only": [h.id for h in index.search_images(vec, k=10, encoder_key=encoder.key)],
             "colour histogram 8x8x8": [ids[j] for j in cosine_top(hist, colour_histograms([query])[0], 10)],
         }
@@ -173,9 +185,15 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
     near = {name: {"top1": round(a / n, 4), "top10": round(b / n, 4)} for name, (a, b) in found.items()}
 
     figures = {
-        "encoder": encoder.key, "gallery": len(ids), "held_out_queries": len(held), "near_duplicate_queries": n,
-        "image_to_image_p@10": image_to_image, "text_to_image_p@10": text_to_image, "near_duplicate": near,
-        "targets": TARGETS, "seconds": round(time.perf_counter() - started, 1),
+        "encoder": encoder.key,
+        "gallery": len(ids),
+        "held_out_queries": len(held),
+        "near_duplicate_queries": n,
+        "image_to_image_p@10": image_to_image,
+        "text_to_image_p@10": text_to_image,
+        "near_duplicate": near,
+        "targets": TARGETS,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     ours = image_to_image["recagent photo search"]
     figures["meets_targets"] = {
@@ -190,17 +208,23 @@ def evaluate_images(settings: Settings, near_duplicates: int = 500, seed: int = 
 def format_table(figures: dict) -> str:
     """The figures as a Markdown table (printed, and pasted into docs/benchmarks.md)."""
     i2i, near, t2i = figures["image_to_image_p@10"], figures["near_duplicate"], figures["text_to_image_p@10"]
-    rows = ["| method | type p@10 | colour p@10 | text->image p@10 | near-dup top-1 | near-dup top-10 |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| method | type p@10 | colour p@10 | text->image p@10 | near-dup top-1 | near-dup top-10 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, p in i2i.items():
         nd = near.get(name, {})
-        t = {"recagent photo search": f"{t2i['held_out_gallery']:.3f}",
-             "recagent, photos only": f"{t2i.get('held_out_gallery_cosine_only', float('nan')):.3f}"}.get(name, "-")
-        rows.append(f"| {name} | {p['articleType']:.3f} | {p['baseColour']:.3f} | {t} | "
-                    f"{nd.get('top1', float('nan')):.3f} | {nd.get('top10', float('nan')):.3f} |"
-                    .replace("nan", "-"))
+        t = {
+            "recagent photo search": f"{t2i['held_out_gallery']:.3f}",
+            "recagent, photos only": f"{t2i.get('held_out_gallery_cosine_only', float('nan')):.3f}",
+        }.get(name, "-")
+        rows.append(
+            f"| {name} | {p['articleType']:.3f} | {p['baseColour']:.3f} | {t} | "
+            f"{nd.get('top1', float('nan')):.3f} | {nd.get('top10', float('nan')):.3f} |".replace("nan", "-")
+        )
     targets = figures["targets"]
-    rows.append(f"| target | {targets['articleType']:.2f} | {targets['baseColour']:.2f} | "
-                f"{targets['text_to_image']:.2f} | {targets['near_duplicate_top1']:.2f} | - |")
+    rows.append(
+        f"| target | {targets['articleType']:.2f} | {targets['baseColour']:.2f} | "
+        f"{targets['text_to_image']:.2f} | {targets['near_duplicate_top1']:.2f} | - |"
+    )
     return "\n".join(rows)
-

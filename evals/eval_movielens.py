@@ -47,8 +47,9 @@ def _implicit_top10(model: Any, X: sparse.csr_matrix, users: list[str]) -> list[
     return [list(map(int, r)) for r in ids]
 
 
-def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: bool = True,
-                       log: Callable[[str], object] = print) -> dict:
+def run_movielens_eval(
+    settings: Settings, checkpoint: str | None = None, tune: bool = True, log: Callable[[str], object] = print
+) -> dict:
     """All systems on the leave-last-out split; returns the figures (a table per system)."""
     started = time.perf_counter()
     catalog = load_catalog("movies", settings)
@@ -65,12 +66,15 @@ def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: 
 
     t0 = time.perf_counter()
     counts = np.asarray(X.sum(0)).ravel()
-    systems["popularity"] = {**_metrics(_top10(np.broadcast_to(counts, (len(users), len(ids))).astype(np.float32),
-                                               known), targets), "seconds": round(time.perf_counter() - t0, 2)}
+    systems["popularity"] = {
+        **_metrics(_top10(np.broadcast_to(counts, (len(users), len(ids))).astype(np.float32), known), targets),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
     try:  # optional (recagent[eval]), and only this evaluation needs them
         from implicit.als import AlternatingLeastSquares  # noqa: PLC0415
         from implicit.nearest_neighbours import CosineRecommender  # noqa: PLC0415
+
         have_implicit = True
     except ImportError:
         have_implicit = False
@@ -78,14 +82,17 @@ def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: 
     if have_implicit:
         try:  # implicit's ALS wants single-threaded BLAS (it parallelises itself); threadpoolctl comes with it
             from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
             threadpool_limits(1, "blas")
         except ImportError:
             pass
         t0 = time.perf_counter()
         knn = CosineRecommender(K=100)
         knn.fit(X, show_progress=False)
-        systems["item-kNN (cosine, K=100, implicit)"] = {**_metrics(_implicit_top10(knn, X, users), targets),
-                                                         "seconds": round(time.perf_counter() - t0, 2)}
+        systems["item-kNN (cosine, K=100, implicit)"] = {
+            **_metrics(_implicit_top10(knn, X, users), targets),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         t0 = time.perf_counter()
         grid = [(f, r) for f in (32, 64, 128) for r in (0.01, 0.1, 1.0)] if tune else [(64, 0.05)]
         best = None
@@ -101,8 +108,10 @@ def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: 
         _, f, r = best if best else (0, *grid[0])
         als = AlternatingLeastSquares(factors=f, regularization=r, iterations=20, random_state=0)
         als.fit(X, show_progress=False)
-        systems[f"ALS (implicit, {f} factors, reg {r})"] = {**_metrics(_implicit_top10(als, X, users), targets),
-                                                           "seconds": round(time.perf_counter() - t0, 2)}
+        systems[f"ALS (implicit, {f} factors, reg {r})"] = {
+            **_metrics(_implicit_top10(als, X, users), targets),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
 
     # the ranking head: features from the same known ratings (the user's own row left out of the item-kNN
     # feature, as in training)
@@ -113,23 +122,39 @@ def run_movielens_eval(settings: Settings, checkpoint: str | None = None, tune: 
     else:
         t0 = time.perf_counter()
         user_rows = signals.users
-        ctxs = [Context(items=known_seq[u][-ranker.config.history:], kind=HISTORY, exclude=set(known_seq[u]),
-                        user_row=user_rows.get(u)) for u in users]
+        ctxs = [
+            Context(
+                items=known_seq[u][-ranker.config.history :],
+                kind=HISTORY,
+                exclude=set(known_seq[u]),
+                user_row=user_rows.get(u),
+            )
+            for u in users
+        ]
         scores = ranker.score(ctxs, settings)
-        systems["ranking head (recagent)"] = {**_metrics(_top10(scores, known), targets),
-                                              "seconds": round(time.perf_counter() - t0, 2)}
-    return {"users": len(users), "items": len(ids), "ratings_known": len(rows), "systems": systems,
-            "checkpoint": ranker.meta.get("path") if ranker else None,
-            "seconds": round(time.perf_counter() - started, 1),
-            "protocol": "leave the last rating of each user out by time; rank the whole catalog minus the "
-                        "user's earlier items; Recall@10 and NDCG@10 over the 610 users"}
+        systems["ranking head (recagent)"] = {
+            **_metrics(_top10(scores, known), targets),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    return {
+        "users": len(users),
+        "items": len(ids),
+        "ratings_known": len(rows),
+        "systems": systems,
+        "checkpoint": ranker.meta.get("path") if ranker else None,
+        "seconds": round(time.perf_counter() - started, 1),
+        "protocol": "leave the last rating of each user out by time; rank the whole catalog minus the "
+        "user's earlier items; Recall@10 and NDCG@10 over the 610 users",
+    }
 
 
 def _matrix(users: list[str], rows: list[tuple[str, str]], pos: dict[str, int]) -> sparse.csr_matrix:
     """Binary CSR [users, items] from (user, item id) rows."""
     index = {u: n for n, u in enumerate(users)}
-    X = sparse.csr_matrix((np.ones(len(rows), np.float32), ([index[u] for u, _ in rows], [pos[i] for _, i in rows])),
-                          shape=(len(users), len(pos)))
+    X = sparse.csr_matrix(
+        (np.ones(len(rows), np.float32), ([index[u] for u, _ in rows], [pos[i] for _, i in rows])),
+        shape=(len(users), len(pos)),
+    )
     X.data[:] = 1.0
     return X
 
@@ -139,4 +164,3 @@ def format_table(figures: dict) -> str:
     for name, row in figures["systems"].items():
         lines.append(f"| {name} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | {row['seconds']:.1f} |")
     return "\n".join(lines)
-

@@ -35,12 +35,27 @@ from recagent.tools.ranking import Context, conversation_context, load_ranker, r
 from recagent.tools.settings import Settings
 
 PUBLISHED = [
-    {"system": "UniCRS (Wang et al., 2022)", "recall@1": 0.050, "recall@10": 0.215, "recall@50": 0.413,
-     "protocol": "6,924 ReDial movies, trained on the full ReDial train split (10,006 dialogues)"},
-    {"system": "ChatGPT zero-shot (He et al., 2023)", "recall@1": 0.037, "recall@10": 0.174, "recall@50": None,
-     "protocol": "ReDial test, titles matched to ReDial movies"},
-    {"system": "GPT-4 zero-shot (He et al., 2023)", "recall@1": None, "recall@10": 0.201, "recall@50": None,
-     "protocol": "ReDial test, titles matched to ReDial movies"},
+    {
+        "system": "UniCRS (Wang et al., 2022)",
+        "recall@1": 0.050,
+        "recall@10": 0.215,
+        "recall@50": 0.413,
+        "protocol": "6,924 ReDial movies, trained on the full ReDial train split (10,006 dialogues)",
+    },
+    {
+        "system": "ChatGPT zero-shot (He et al., 2023)",
+        "recall@1": 0.037,
+        "recall@10": 0.174,
+        "recall@50": None,
+        "protocol": "ReDial test, titles matched to ReDial movies",
+    },
+    {
+        "system": "GPT-4 zero-shot (He et al., 2023)",
+        "recall@1": None,
+        "recall@10": 0.201,
+        "recall@50": None,
+        "protocol": "ReDial test, titles matched to ReDial movies",
+    },
 ]
 KS = (1, 10, 50)
 
@@ -59,10 +74,18 @@ def _contexts(samples: list[Sample]) -> list[Context]:
     return [conversation_context(s.messages, [m.item for m in s.mentions], s.exclude) for s in samples]
 
 
-def run_redial_eval(settings: Settings, data: str | Path, limit: int | None = None, planner: str = "none",
-                    model: str | None = None, base_url: str | None = None, timeout: float = 120.0,
-                    checkpoint: str | None = None, progress: bool = True,
-                    log: Callable[[str], object] = print) -> dict:
+def run_redial_eval(
+    settings: Settings,
+    data: str | Path,
+    limit: int | None = None,
+    planner: str = "none",
+    model: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 120.0,
+    checkpoint: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
+) -> dict:
     """Evaluate every system on the samples of `data` (the first `limit` dialogues); returns the figures."""
     started = time.perf_counter()
     catalog = load_catalog("movies", settings)
@@ -91,52 +114,84 @@ def run_redial_eval(settings: Settings, data: str | Path, limit: int | None = No
     t0 = time.perf_counter()
     ret = _retrieval_scores(settings, signals, contexts, excluded, progress)
     systems["retrieval only (MiniLM search + simple scorer)"] = {
-        **recalls(ranks_of(ret, targets)), "seconds": time.perf_counter() - t0}
+        **recalls(ranks_of(ret, targets)),
+        "seconds": time.perf_counter() - t0,
+    }
 
     # the ranking head
     head_scores = None
     if ranker is None:
-        log("no ranking-head checkpoint found (train one with `recagent train-ranker`): the pipeline uses the "
-            "simple scorer, so the head rows are left out")
+        log(
+            "no ranking-head checkpoint found (train one with `recagent train-ranker`): the pipeline uses the "
+            "simple scorer, so the head rows are left out"
+        )
     else:
         t0 = time.perf_counter()
         ranker.embed(contexts, settings)
-        head_scores = np.concatenate([ranker.score(contexts[lo: lo + 32], settings)
-                                      for lo in tqdm(range(0, len(contexts), 32), desc="ranking head",
-                                                     disable=not progress, leave=False)]) \
-            if contexts else np.zeros((0, signals.n))
-        systems["retrieval + ranking head (default)"] = {**recalls(ranks_of(head_scores, targets)),
-                                                          "seconds": time.perf_counter() - t0}
+        head_scores = (
+            np.concatenate(
+                [
+                    ranker.score(contexts[lo : lo + 32], settings)
+                    for lo in tqdm(range(0, len(contexts), 32), desc="ranking head", disable=not progress, leave=False)
+                ]
+            )
+            if contexts
+            else np.zeros((0, signals.n))
+        )
+        systems["retrieval + ranking head (default)"] = {
+            **recalls(ranks_of(head_scores, targets)),
+            "seconds": time.perf_counter() - t0,
+        }
 
     if planner != "none":
         t0 = time.perf_counter()
         base = head_scores if head_scores is not None else ret
-        scores, failures = _planner_scores(settings, samples, base, signals, planner, model, base_url, timeout,
-                                           progress)
-        systems[f"+ LLM planner ({planner})"] = {**recalls(ranks_of(scores, targets)),
-                                                  "seconds": time.perf_counter() - t0, "failed_turns": failures}
+        scores, failures = _planner_scores(
+            settings, samples, base, signals, planner, model, base_url, timeout, progress
+        )
+        systems[f"+ LLM planner ({planner})"] = {
+            **recalls(ranks_of(scores, targets)),
+            "seconds": time.perf_counter() - t0,
+            "failed_turns": failures,
+        }
 
-    main_name = (f"+ LLM planner ({planner})" if planner != "none" else
-                 "retrieval + ranking head (default)" if ranker is not None
-                 else "retrieval only (MiniLM search + simple scorer)")
+    main_name = (
+        f"+ LLM planner ({planner})"
+        if planner != "none"
+        else "retrieval + ranking head (default)"
+        if ranker is not None
+        else "retrieval only (MiniLM search + simple scorer)"
+    )
     seconds = time.perf_counter() - started
     main = systems[main_name]
     return {
-        "data": str(data), "dialogues": len(dialogues), "samples": len(samples), "planner": planner,
-        "system": main_name, "recall@1": main["recall@1"], "recall@10": main["recall@10"],
-        "recall@50": main["recall@50"], "systems": systems, "published": PUBLISHED,
-        "catalog_size": signals.n, "checkpoint": ranker.meta.get("path") if ranker else None,
-        "timings": {"total_seconds": round(seconds, 2), "setup_seconds": round(setup, 2),
-                    "per_sample_ms": round(1000 * main["seconds"] / max(1, len(samples)), 2)},
+        "data": str(data),
+        "dialogues": len(dialogues),
+        "samples": len(samples),
+        "planner": planner,
+        "system": main_name,
+        "recall@1": main["recall@1"],
+        "recall@10": main["recall@10"],
+        "recall@50": main["recall@50"],
+        "systems": systems,
+        "published": PUBLISHED,
+        "catalog_size": signals.n,
+        "checkpoint": ranker.meta.get("path") if ranker else None,
+        "timings": {
+            "total_seconds": round(seconds, 2),
+            "setup_seconds": round(setup, 2),
+            "per_sample_ms": round(1000 * main["seconds"] / max(1, len(samples)), 2),
+        },
         "protocol": "every movie in a recommender message with respondentQuestions[id].suggested == 1 that maps "
-                    "to MovieLens (redial_to_movielens.csv) and was not mentioned in an earlier message is one "
-                    "sample; the messages before it (mentions as 'Title (Year)') are the input; the whole "
-                    f"MovieLens catalog ({signals.n:,} movies) is ranked, earlier-mentioned movies left out",
+        "to MovieLens (redial_to_movielens.csv) and was not mentioned in an earlier message is one "
+        "sample; the messages before it (mentions as 'Title (Year)') are the input; the whole "
+        f"MovieLens catalog ({signals.n:,} movies) is ranked, earlier-mentioned movies left out",
     }
 
 
-def _retrieval_scores(settings: Settings, signals: Signals, contexts: list[Context], excluded: np.ndarray,
-                      progress: bool) -> np.ndarray:
+def _retrieval_scores(
+    settings: Settings, signals: Signals, contexts: list[Context], excluded: np.ndarray, progress: bool
+) -> np.ndarray:
     """The agent's pipeline without the head: text search (top 40), simple scorer, the rest by popularity."""
     vectors = embed_texts([c.text for c in contexts], settings) if contexts else np.zeros((0, 384), np.float32)
     out = np.broadcast_to(signals.popularity, (len(contexts), signals.n)).astype(np.float32).copy()
@@ -159,9 +214,17 @@ def _retrieval_scores(settings: Settings, signals: Signals, contexts: list[Conte
     return out
 
 
-def _planner_scores(settings: Settings, samples: list[Sample], base: np.ndarray, signals: Signals, planner: str,
-                    model: str | None, base_url: str | None, timeout: float,
-                    progress: bool) -> tuple[np.ndarray, int]:
+def _planner_scores(
+    settings: Settings,
+    samples: list[Sample],
+    base: np.ndarray,
+    signals: Signals,
+    planner: str,
+    model: str | None,
+    base_url: str | None,
+    timeout: float,
+    progress: bool,
+) -> tuple[np.ndarray, int]:
     """The full agent on each sample: its shown items first, then `base` for the rest."""
     agent = Agent(make_llm(planner, settings, model=model, base_url=base_url, timeout=timeout), "movies", settings)
     scores = base.copy()
@@ -195,10 +258,11 @@ def format_table(figures: dict) -> str:
     """The figures as a Markdown table, published systems below (their protocols differ: see the notes)."""
     lines = ["| system | Recall@1 | Recall@10 | Recall@50 | seconds |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, row in figures["systems"].items():
-        lines.append(f"| {name} | {row['recall@1']:.3f} | {row['recall@10']:.3f} | {row['recall@50']:.3f} | "
-                     f"{row['seconds']:.1f} |")
+        lines.append(
+            f"| {name} | {row['recall@1']:.3f} | {row['recall@10']:.3f} | {row['recall@50']:.3f} | "
+            f"{row['seconds']:.1f} |"
+        )
     for row in figures["published"]:
         cells = [f"{row[k]:.3f}" if row.get(k) is not None else "-" for k in ("recall@1", "recall@10", "recall@50")]
         lines.append(f"| {row['system']} (published; {row['protocol']}) | " + " | ".join(cells) + " | - |")
     return "\n".join(lines)
-

@@ -38,10 +38,12 @@ MODELS = ("whisper-tiny-en", "whisper-base")
 BACKENDS = ("faster-whisper", "openai-whisper")
 MIN_WORDS = 4
 # A turn made only of these words is small talk, not a request.
-GREETING_WORDS = set("""hi hello hey hiya howdy there how are you doing today is it going good morning afternoon
+GREETING_WORDS = set(
+    """hi hello hey hiya howdy there how are you doing today is it going good morning afternoon
 evening night well im i am fine great thanks thank so much bye goodbye have a nice day too and what about your
 ok okay yes no sure cool awesome welcome nice to meet chat chatting with talking talk ya see later soon take care
-for the all now will help suggestions bye hope""".split())
+for the all now will help suggestions bye hope""".split()
+)
 # WERs this close count as equally accurate (then speed decides): faster-whisper int8's WER moved by 1.3 points
 # between two runs of the same 50 turns (its transcripts vary a little from process to process).
 SAME_ACCURACY = 0.015
@@ -49,6 +51,7 @@ APOSTROPHES = "'’"  # dropped before comparing words: "don't" and "dont" are t
 
 
 # ---- the turns -----------------------------------------------------------------------------------------
+
 
 def is_small_talk(text: str) -> bool:
     """True when every word of the turn is a greeting or pleasantry."""
@@ -76,25 +79,37 @@ def seeker_turns(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
                 text = render(message["text"], dialogue, names=names, spoken=True)
                 if len(plain_words(text, drop=APOSTROPHES).split()) < MIN_WORDS or is_small_talk(text):
                     continue
-                reply = next((m for m in messages[i + 1:] if m["senderWorkerId"] == dialogue["respondentWorkerId"]),
-                             None)
-                suggested = [to_movielens[r] for r in MENTION.findall(reply["text"] if reply else "")
-                             if (questions.get(r) or {}).get("suggested") == 1 and r in to_movielens]
-                candidates.append({"conversation": dialogue["conversationId"], "message": message["messageId"],
-                                   "text": text, "targets": list(dict.fromkeys(suggested))})
+                reply = next(
+                    (m for m in messages[i + 1 :] if m["senderWorkerId"] == dialogue["respondentWorkerId"]), None
+                )
+                suggested = [
+                    to_movielens[r]
+                    for r in MENTION.findall(reply["text"] if reply else "")
+                    if (questions.get(r) or {}).get("suggested") == 1 and r in to_movielens
+                ]
+                candidates.append(
+                    {
+                        "conversation": dialogue["conversationId"],
+                        "message": message["messageId"],
+                        "text": text,
+                        "targets": list(dict.fromkeys(suggested)),
+                    }
+                )
     chosen = sorted(random.Random(seed).sample(range(len(candidates)), min(n, len(candidates))))
     return [candidates[i] for i in chosen]
 
 
 def speak(text: str, wav: Path) -> Path:
     """Speak text with espeak-ng (140 words a minute, as the tests do) into a 16 kHz mono wav."""
-    voice = subprocess.run(["espeak-ng", "-s", "140", "--stdout", "--stdin"], input=text.encode(),
-                           capture_output=True, check=True).stdout
+    voice = subprocess.run(
+        ["espeak-ng", "-s", "140", "--stdout", "--stdin"], input=text.encode(), capture_output=True, check=True
+    ).stdout
     subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", str(wav)], input=voice, check=True)
     return wav
 
 
 # ---- measures ------------------------------------------------------------------------------------------
+
 
 def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
     """Word-level Levenshtein distance (substitutions, insertions, deletions)."""
@@ -125,6 +140,7 @@ def recall(top: list[str], targets: list[str]) -> list[float]:
 
 # ---- the run -------------------------------------------------------------------------------------------
 
+
 def _movies_index(settings: Settings) -> CatalogIndex:
     """The movies index, built with the project's own code if this home has none yet."""
     index = CatalogIndex("movies", settings)
@@ -139,13 +155,17 @@ def _movies_index(settings: Settings) -> CatalogIndex:
 
 
 def _configs(models: Sequence[str], backends: Sequence[str], float32: bool) -> list[dict]:
-    configs = [{"backend": b, "model": m, "compute_type": "int8" if b == "faster-whisper" else "float32"}
-               for m in models for b in backends]
+    configs = [
+        {"backend": b, "model": m, "compute_type": "int8" if b == "faster-whisper" else "float32"}
+        for m in models
+        for b in backends
+    ]
     if float32 and "faster-whisper" in backends:  # shows whether the int8 weights explain any disagreement
         configs += [{"backend": "faster-whisper", "model": m, "compute_type": "float32"} for m in models]
     for c in configs:
-        c["name"] = f"{c['backend']} {c['model']}" + (" float32" if c["backend"] == "faster-whisper"
-                                                       and c["compute_type"] == "float32" else "")
+        c["name"] = f"{c['backend']} {c['model']}" + (
+            " float32" if c["backend"] == "faster-whisper" and c["compute_type"] == "float32" else ""
+        )
     return configs
 
 
@@ -161,8 +181,15 @@ def _load(config: dict, settings: Settings) -> tuple[speech.FasterWhisper | spee
     return recognizer, convert_s, time.perf_counter() - started
 
 
-def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODELS,
-                   backends: Sequence[str] = BACKENDS, float32: bool = True, seed: int = 0, repeats: int = 1) -> dict:
+def run_voice_eval(
+    settings: Settings,
+    n: int = 50,
+    models: Sequence[str] = MODELS,
+    backends: Sequence[str] = BACKENDS,
+    float32: bool = True,
+    seed: int = 0,
+    repeats: int = 1,
+) -> dict:
     """Measure every backend x model on N spoken seeker turns; print the table and return the figures."""
     data = settings.require_data()
     turns = seeker_turns(data, n, seed)
@@ -171,8 +198,11 @@ def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODE
     recognizers = {}
     for config in configs:
         recognizers[config["name"]], config["convert_s"], config["load_s"] = _load(config, settings)
-        print(f"loaded {config['name']} in {config['load_s']:.2f} s (checkpoint conversion "
-              f"{config['convert_s']:.2f} s)", file=sys.stderr, flush=True)
+        print(
+            f"loaded {config['name']} in {config['load_s']:.2f} s (checkpoint conversion {config['convert_s']:.2f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         warm = speech.load_audio(str(speak("I would like a funny movie for tonight.", Path(folder) / "warm.wav")))
@@ -199,14 +229,26 @@ def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODE
                 edits, words = word_errors(turn["text"], transcript)
                 top = [h.id for h in index.search(transcript, k=10)] if transcript else []
                 turn["voice"][config["name"]] = {
-                    "transcript": transcript, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-                    "edits": edits, "words": words,
-                    "top10": top, "overlap10": overlap(text_top, top), "recall": recall(top, turn["targets"])}
+                    "transcript": transcript,
+                    "seconds": round(seconds, 3),
+                    "cpu_seconds": round(cpu_seconds, 3),
+                    "edits": edits,
+                    "words": words,
+                    "top10": top,
+                    "overlap10": overlap(text_top, top),
+                    "recall": recall(top, turn["targets"]),
+                }
 
-    results = {"turns_n": len(turns), "seed": seed, "repeats": repeats,
-               "source": "redial/dev.jsonl seeker turns, espeak-ng -s 140",
-               "load_average_after": [round(x, 2) for x in os.getloadavg()],
-               "audio_seconds": round(sum(t["audio_s"] for t in turns), 1), "configs": [], "turns": turns}
+    results = {
+        "turns_n": len(turns),
+        "seed": seed,
+        "repeats": repeats,
+        "source": "redial/dev.jsonl seeker turns, espeak-ng -s 140",
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "audio_seconds": round(sum(t["audio_s"] for t in turns), 1),
+        "configs": [],
+        "turns": turns,
+    }
     text_recalls = [r for t in turns for r in t["text_recall"]]
     results["text_recall10"] = round(sum(text_recalls) / len(text_recalls), 3) if text_recalls else None
     results["recall_targets"] = len(text_recalls)
@@ -215,21 +257,25 @@ def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODE
         runs = [t["voice"][config["name"]] for t in turns]
         twin = _twin(config, configs)
         recalls = [r for run in runs for r in run["recall"]]
-        summary = {**config,
-                   "wer": round(sum(r["edits"] for r in runs) / max(1, sum(r["words"] for r in runs)), 4),
-                   "exact_transcripts": sum(r["edits"] == 0 for r in runs),
-                   "rtf": round(sum(r["seconds"] for r in runs) / results["audio_seconds"], 3),
-                   # the median turn's RTF barely moves when other work on the machine slows a few turns
-                   "rtf_median": round(float(np.median([r["seconds"] / t["audio_s"] for r, t in zip(runs, turns)])), 3),
-                   "cpu_rtf": round(sum(r["cpu_seconds"] for r in runs) / results["audio_seconds"], 3),
-                   "seconds_per_turn": round(sum(r["seconds"] for r in runs) / len(runs), 3),
-                   "overlap10": round(sum(r["overlap10"] for r in runs) / len(runs), 3),
-                   "recall10": round(sum(recalls) / len(recalls), 3) if recalls else None,
-                   "load_s": round(config["load_s"], 2), "convert_s": round(config["convert_s"], 2)}
+        summary = {
+            **config,
+            "wer": round(sum(r["edits"] for r in runs) / max(1, sum(r["words"] for r in runs)), 4),
+            "exact_transcripts": sum(r["edits"] == 0 for r in runs),
+            "rtf": round(sum(r["seconds"] for r in runs) / results["audio_seconds"], 3),
+            # the median turn's RTF barely moves when other work on the machine slows a few turns
+            "rtf_median": round(float(np.median([r["seconds"] / t["audio_s"] for r, t in zip(runs, turns)])), 3),
+            "cpu_rtf": round(sum(r["cpu_seconds"] for r in runs) / results["audio_seconds"], 3),
+            "seconds_per_turn": round(sum(r["seconds"] for r in runs) / len(runs), 3),
+            "overlap10": round(sum(r["overlap10"] for r in runs) / len(runs), 3),
+            "recall10": round(sum(recalls) / len(recalls), 3) if recalls else None,
+            "load_s": round(config["load_s"], 2),
+            "convert_s": round(config["convert_s"], 2),
+        }
         if twin:
             summary["identical_to"] = twin["name"]
-            summary["identical"] = sum(t["voice"][config["name"]]["transcript"]
-                                       == t["voice"][twin["name"]]["transcript"] for t in turns)
+            summary["identical"] = sum(
+                t["voice"][config["name"]]["transcript"] == t["voice"][twin["name"]]["transcript"] for t in turns
+            )
         results["configs"].append(summary)
     results["recommended"] = recommend(results["configs"])
     print(format_table(results))
@@ -239,8 +285,14 @@ def run_voice_eval(settings: Settings, n: int = 50, models: Sequence[str] = MODE
 def _twin(config: dict, configs: list[dict]) -> dict | None:
     """The other backend's config on the same model: openai-whisper's for faster-whisper, and back."""
     if config["backend"] == "openai-whisper":
-        return next((c for c in configs if c["model"] == config["model"] and c["backend"] == "faster-whisper"
-                     and c["compute_type"] == "int8"), None)
+        return next(
+            (
+                c
+                for c in configs
+                if c["model"] == config["model"] and c["backend"] == "faster-whisper" and c["compute_type"] == "int8"
+            ),
+            None,
+        )
     return next((c for c in configs if c["model"] == config["model"] and c["backend"] == "openai-whisper"), None)
 
 
@@ -254,26 +306,37 @@ def recommend(summaries: list[dict]) -> dict:
     model = min(by_model, key=lambda m: sum(s["wer"] for s in by_model[m]) / len(by_model[m]))
     best = min(s["wer"] for s in by_model[model])
     choice = min((s for s in by_model[model] if s["wer"] <= best + SAME_ACCURACY), key=lambda s: s["cpu_rtf"])
-    return {"backend": choice["backend"], "model": model, "compute_type": choice["compute_type"],
-            "rule": f"{model} has the lowest mean WER; its fastest run (CPU seconds per audio second) within "
-                    f"{SAME_ACCURACY:.1%} of its best WER ({best:.1%})"}
+    return {
+        "backend": choice["backend"],
+        "model": model,
+        "compute_type": choice["compute_type"],
+        "rule": f"{model} has the lowest mean WER; its fastest run (CPU seconds per audio second) within "
+        f"{SAME_ACCURACY:.1%} of its best WER ({best:.1%})",
+    }
 
 
 def format_table(results: dict) -> str:
     """The per-config figures as a Markdown table, then the text path's Recall@10."""
-    lines = ["| backend | model | WER | exact transcripts | RTF | median RTF | CPU s / audio s | s per turn | load s | "
-             "identical to the other backend | overlap@10 text vs voice | Recall@10 voice |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| backend | model | WER | exact transcripts | RTF | median RTF | CPU s / audio s | s per turn | load s | "
+        "identical to the other backend | overlap@10 text vs voice | Recall@10 voice |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     n = results["turns_n"]
     for s in results["configs"]:
-        backend = s["backend"] + (" (float32)" if s["backend"] == "faster-whisper" and s["compute_type"] == "float32"
-                                  else "")
+        backend = s["backend"] + (
+            " (float32)" if s["backend"] == "faster-whisper" and s["compute_type"] == "float32" else ""
+        )
         same = f"{s['identical']}/{n}" if "identical" in s else "-"
-        lines.append(f"| {backend} | {s['model']} | {s['wer']:.1%} | {s['exact_transcripts']}/{n} | {s['rtf']:.3f} | "
-                     f"{s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | {s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | "
-                     f"{same} | {s['overlap10']:.3f} | {s['recall10'] if s['recall10'] is not None else '-'} |")
-    lines.append(f"\ntext path Recall@10: {results['text_recall10']} over {results['recall_targets']} suggested movies "
-                 f"in {results['recall_turns']} of {n} turns; audio {results['audio_seconds']} s in all")
+        lines.append(
+            f"| {backend} | {s['model']} | {s['wer']:.1%} | {s['exact_transcripts']}/{n} | {s['rtf']:.3f} | "
+            f"{s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | {s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | "
+            f"{same} | {s['overlap10']:.3f} | {s['recall10'] if s['recall10'] is not None else '-'} |"
+        )
+    lines.append(
+        f"\ntext path Recall@10: {results['text_recall10']} over {results['recall_targets']} suggested movies "
+        f"in {results['recall_turns']} of {n} turns; audio {results['audio_seconds']} s in all"
+    )
     rec = results["recommended"]
     lines.append(f"recommended default: {rec['backend']} {rec['model']} {rec['compute_type']} ({rec['rule']})")
     return "\n".join(lines)

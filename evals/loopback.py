@@ -16,8 +16,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(cmd: list[str], ready: Callable[[], object], timeout: float = 180,
-                 log: int | IO[Any] = subprocess.DEVNULL, what: str = "server") -> subprocess.Popen:
+def start_server(
+    cmd: list[str],
+    ready: Callable[[], object],
+    timeout: float = 180,
+    log: int | IO[Any] = subprocess.DEVNULL,
+    what: str = "server",
+) -> subprocess.Popen:
     """Start `cmd` and wait until `ready()` stops raising; kill it and raise RuntimeError if it never does."""
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout

@@ -27,8 +27,9 @@ class Transcripts:
     """Speech for `speak:` and `audio:` turns: espeak-ng renders, Whisper transcribes; on replay the recorded
     transcript is used, because faster-whisper's int8 output can vary slightly from process to process."""
 
-    def __init__(self, settings: Settings, folder: Path, recorder: RecordingLLM | None = None,
-                 replay: str | None = None):
+    def __init__(
+        self, settings: Settings, folder: Path, recorder: RecordingLLM | None = None, replay: str | None = None
+    ):
         self.settings = settings
         self.folder = folder
         self.recorder = recorder
@@ -70,8 +71,9 @@ def resume_recording(record: str | Path, unit: str) -> list[dict]:
     return kept
 
 
-def start_recording(llm: LLM, record: str | Path | None, resume: bool, unit: str,
-                    header: dict) -> tuple[RecordingLLM | None, list[dict]]:
+def start_recording(
+    llm: LLM, record: str | Path | None, resume: bool, unit: str, header: dict
+) -> tuple[RecordingLLM | None, list[dict]]:
     """The recording wrapper of a run (or None), and the finished units it already holds when resuming."""
     if not record:
         return None, []
@@ -103,8 +105,9 @@ def default_recording(json_out: str | None, report_dir: str | None, settings: Se
     return folder / ("llm-calls.jsonl" if report_dir else time.strftime("run-%Y%m%d-%H%M%S.llm.jsonl"))
 
 
-def recording_path(record: str | None, replay: str | None, json_out: str | None, report_dir: str | None,
-                   settings: Settings) -> Path | None:
+def recording_path(
+    record: str | None, replay: str | None, json_out: str | None, report_dir: str | None, settings: Settings
+) -> Path | None:
     """Where a run records its LLM calls: none on replay, else --record, else the default place."""
     if replay:
         return None

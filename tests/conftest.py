@@ -32,8 +32,12 @@ def settings(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def env(settings) -> dict:
     """Environment for running the real `recagent` command against the test home."""
-    return {**os.environ, "RECAGENT_HOME": str(settings.home), "RECAGENT_DATA": str(settings.data),
-            "RECAGENT_CACHE": str(settings.cache)}
+    return {
+        **os.environ,
+        "RECAGENT_HOME": str(settings.home),
+        "RECAGENT_DATA": str(settings.data),
+        "RECAGENT_CACHE": str(settings.cache),
+    }
 
 
 def _index(settings: Settings, catalog: str):
@@ -61,8 +65,12 @@ def chroma_server(tmp_path_factory):
     port = free_port()
     path = tmp_path_factory.mktemp("chroma-server")
     with open(path.parent / "chroma-server.log", "w") as log:
-        proc = start_server([chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                            lambda: chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat(), 60, log,
-                            "chroma server")
+        proc = start_server(
+            [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+            lambda: chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat(),
+            60,
+            log,
+            "chroma server",
+        )
         yield f"http://127.0.0.1:{port}"
         stop_server(proc)

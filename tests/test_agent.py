@@ -19,6 +19,7 @@ def call(tool, **args):
 def make_agent(settings, movies_index):
     def make(*script):
         return Agent(ScriptedLLM(list(script)), "movies", settings)
+
     return make
 
 
@@ -27,8 +28,10 @@ def years(agent, ids):
 
 
 def test_similar_items_turn_recommends_real_family_films_and_names_them(make_agent):
-    agent = make_agent(call("similar_items", titles=["Toy Story", "Finding Nemo"], filters=["genre=Children"]),
-                       "Here are some family favourites.")
+    agent = make_agent(
+        call("similar_items", titles=["Toy Story", "Finding Nemo"], filters=["genre=Children"]),
+        "Here are some family favourites.",
+    )
     conv = agent.new_conversation()
     reply = agent.turn(conv, "I loved Toy Story and Finding Nemo, what should my kids watch next?")
     assert reply.error is None and 3 <= len(reply.items) <= 5
@@ -44,11 +47,14 @@ def test_similar_items_turn_recommends_real_family_films_and_names_them(make_age
 
 def test_refinements_older_reject_and_no_repeats(make_agent):
     agent = make_agent(
-        call("similar_items", titles=["Toy Story", "Finding Nemo"], filters=["genre=Children"]), "For the kids.",
+        call("similar_items", titles=["Toy Story", "Finding Nemo"], filters=["genre=Children"]),
+        "For the kids.",
         lambda msgs: call("refine_last", filters=["year<" + msgs[-1]["content"].split("year<")[1].split(";")[0]]),
         "Older ones.",
-        call("refine_last", filters=[], reject=[]), "Others.",  # the planner forgot reject: the words decide
-        call("search_catalog", query="comedy", filters=["genre=Comedy", "genre!=Horror"]), "Comedies.",
+        call("refine_last", filters=[], reject=[]),
+        "Others.",  # the planner forgot reject: the words decide
+        call("search_catalog", query="comedy", filters=["genre=Comedy", "genre!=Horror"]),
+        "Comedies.",
     )
     conv = agent.new_conversation()
     agent.turn(conv, "I loved Toy Story and Finding Nemo, what should my kids watch next?")
@@ -67,8 +73,9 @@ def test_refinements_older_reject_and_no_repeats(make_agent):
 
 
 def test_filters_the_user_did_not_ask_for_are_dropped(make_agent):
-    agent = make_agent(call("search_catalog", query="heist", filters=["genre=Crime", "year<1970", "genre=Western"]),
-                       "Heists.")
+    agent = make_agent(
+        call("search_catalog", query="heist", filters=["genre=Crime", "year<1970", "genre=Western"]), "Heists."
+    )
     reply = agent.turn(agent.new_conversation(), "a clever heist film")
     assert [i for i in reply.items if "Crime" not in i["genres"]] == []
     assert any(i["year"] >= 1970 for i in reply.items)
@@ -88,8 +95,11 @@ def test_broken_json_is_repaired_or_retried_then_falls_back(make_agent):
 
 
 def test_tool_error_is_given_back_and_step_limit_holds(make_agent):
-    agent = make_agent(call("item_details", title="A Film That Does Not Exist"),
-                       call("search_catalog", query="pixar animation", filters=[]), "Here you go.")
+    agent = make_agent(
+        call("item_details", title="A Film That Does Not Exist"),
+        call("search_catalog", query="pixar animation", filters=[]),
+        "Here you go.",
+    )
     reply = agent.turn(agent.new_conversation(), "tell me about A Film That Does Not Exist, or else pixar")
     assert [(c.name, bool(c.error)) for c in reply.tool_calls] == [("item_details", True), ("search_catalog", False)]
     assert "not in the catalog" in reply.tool_calls[0].error and reply.items
@@ -103,8 +113,10 @@ def test_tool_error_is_given_back_and_step_limit_holds(make_agent):
 
 
 def test_invented_titles_are_removed_from_the_reply(make_agent):
-    agent = make_agent(call("search_catalog", query="shark", filters=["genre=Horror"]),
-                       'You will love "Sharknado 9" and Jaws 7 (2031). These are great picks for tonight!')
+    agent = make_agent(
+        call("search_catalog", query="shark", filters=["genre=Horror"]),
+        'You will love "Sharknado 9" and Jaws 7 (2031). These are great picks for tonight!',
+    )
     reply = agent.turn(agent.new_conversation(), "a horror film with a shark")
     assert "Sharknado 9" not in reply.text and "Jaws 7" not in reply.text
     assert "These are great picks for tonight!" in reply.text
@@ -121,11 +133,21 @@ def test_vague_request_gets_one_clarifying_question(make_agent):
     assert conv.messages[-1].content == reply.text
 
 
-@pytest.mark.parametrize("failure", [LLMError("cannot reach the LLM endpoint http://127.0.0.1:9/v1: is it running?"),
-                                     LLMError("the LLM endpoint http://127.0.0.1:9/v1 timed out")])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        LLMError("cannot reach the LLM endpoint http://127.0.0.1:9/v1: is it running?"),
+        LLMError("the LLM endpoint http://127.0.0.1:9/v1 timed out"),
+    ],
+)
 def test_backend_failure_leaves_the_conversation_intact(make_agent, failure):
-    agent = make_agent(call("search_catalog", query="pixar", filters=[]), "Pixar picks.", failure,
-                       call("search_catalog", query="dinosaurs", filters=[]), "Dinosaurs.")
+    agent = make_agent(
+        call("search_catalog", query="pixar", filters=[]),
+        "Pixar picks.",
+        failure,
+        call("search_catalog", query="dinosaurs", filters=[]),
+        "Dinosaurs.",
+    )
     conv = agent.new_conversation()
     agent.turn(conv, "pixar films")
     before = conv.to_dict()
@@ -150,6 +172,7 @@ def test_conversation_round_trips_through_json(make_agent, tmp_path):
 
 def test_one_agent_serves_conversations_from_several_threads(make_agent):
     queries = ["pixar", "dinosaur", "vampire", "boxing"]
+
     def answer(msgs):  # calls of several threads interleave: answer by what is asked, not by order
         if msgs[0]["content"].startswith("You plan"):
             return call("search_catalog", query=msgs[-1]["content"].split("User: ")[-1], filters=[])
@@ -177,15 +200,24 @@ def test_catalog_tools_work_as_langchain_tools(make_agent):
     tools = {t.name: t for t in langchain_tools(agent.catalog)}
     assert set(tools) == {"search_catalog", "similar_items", "refine_last", "item_details"}
     assert "filters narrow it" in tools["search_catalog"].description
-    found = tools["search_catalog"].invoke({"query": "great white shark attacks a beach town", "filters": ["genre=Horror"]})
+    found = tools["search_catalog"].invoke(
+        {"query": "great white shark attacks a beach town", "filters": ["genre=Horror"]}
+    )
     assert "Jaws (1975) | Action, Horror" in found
     assert "year: 1975" in tools["item_details"].invoke({"title": "Jaws"})
-    assert tools["item_details"].invoke({"title": "No Such Film 3000"}) == "error: 'No Such Film 3000' is not in the catalog"
+    assert (
+        tools["item_details"].invoke({"title": "No Such Film 3000"})
+        == "error: 'No Such Film 3000' is not in the catalog"
+    )
 
 
 def test_agent_is_usable_from_langchain(make_agent):
-    agent = make_agent(call("search_catalog", query="shark attack", filters=[]), "Scary.",
-                       call("refine_last", filters=["year<1975"]), "Older.")
+    agent = make_agent(
+        call("search_catalog", query="shark attack", filters=[]),
+        "Scary.",
+        call("refine_last", filters=["year<1975"]),
+        "Older.",
+    )
     chain = agent.as_runnable()
     first = chain.invoke({"text": "a shark attack movie"})
     assert "Jaws (1975)" in [i["title"] for i in first["items"]]

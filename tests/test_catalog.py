@@ -21,13 +21,19 @@ def test_movies_catalog_has_every_movie_with_fields(settings):
     assert "Animation" in toy.document()
 
 
-@pytest.mark.parametrize("raw, title, year", [
-    ("American President, The (1995)", "The American President", 1995),
-    ("City of Lost Children, The (Cité des enfants perdus, La) (1995)",
-     "The City of Lost Children (Cité des enfants perdus, La)", 1995),
-    ("Babylon 5", "Babylon 5", None),
-    ("Misérables, Les (1995)", "Les Misérables", 1995),
-])
+@pytest.mark.parametrize(
+    "raw, title, year",
+    [
+        ("American President, The (1995)", "The American President", 1995),
+        (
+            "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+            "The City of Lost Children (Cité des enfants perdus, La)",
+            1995,
+        ),
+        ("Babylon 5", "Babylon 5", None),
+        ("Misérables, Les (1995)", "Les Misérables", 1995),
+    ],
+)
 def test_movie_titles_are_made_readable(raw, title, year):
     assert split_movie_title(raw) == (title, year)
 

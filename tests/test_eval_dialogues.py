@@ -76,8 +76,10 @@ def test_broken_scripts_get_clear_messages(tmp_path, settings):
     bad.write_text("name: x\nfamily: cooking\ncatalog: movies\nturns: [hi]\n")
     with pytest.raises(ScriptError, match="family 'cooking'"):
         load_scripts(bad)
-    bad.write_text("name: x\nfamily: image\ncatalog: fashion\nturns:\n  - image: fashion/images/nope.jpg\n"
-                   "    expect: {hit: {items: [\"No Such Shirt\"]}, require: {baseColour: [Plaid]}}\n")
+    bad.write_text(
+        "name: x\nfamily: image\ncatalog: fashion\nturns:\n  - image: fashion/images/nope.jpg\n"
+        '    expect: {hit: {items: ["No Such Shirt"]}, require: {baseColour: [Plaid]}}\n'
+    )
     problems = validate_scripts(load_scripts(bad), settings)
     assert any("image file fashion/images/nope.jpg not found" in p for p in problems)
     assert any("'No Such Shirt' is not in the fashion catalog" in p for p in problems)
@@ -129,14 +131,20 @@ def test_recorded_run_replays_identically_without_a_model(shark_script, settings
 
     # The command line replays it too (no model loaded), and a changed dialogue is caught, not answered.
     out = tmp_path / "replayed.json"
-    done = subprocess.run([RECAGENT, "eval", "dialogues", str(shark_script), "--replay", str(recording), "--json",
-                           str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [RECAGENT, "eval", "dialogues", str(shark_script), "--replay", str(recording), "--json", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["replay"]["identical"] and "replay of" in done.stdout
     shark_script.write_text(SHARK_SCRIPT.replace("say: something older", "say: something newer"))
     with pytest.raises(ReplayError, match=r"replay diverged: LLM call 4 differs .*message 2"):
-        run_dialogues(load_scripts(shark_script), settings, ReplayLLM(str(recording)), replay=str(recording),
-                      progress=False)
+        run_dialogues(
+            load_scripts(shark_script), settings, ReplayLLM(str(recording)), replay=str(recording), progress=False
+        )
     replay = ReplayLLM(str(recording))
     replay.position = len(replay.records)
     with pytest.raises(ReplayError, match="more LLM calls"):

@@ -45,14 +45,20 @@ def home_bytes(settings: Settings) -> bytes:
 
 def stub_agent(settings: Settings, items=("101", "202", "303"), catalog: str = "movies"):
     """What the REPL uses of an agent, with a conversation that has just shown `items`."""
+
     def new_conversation():
         conversation = Conversation(catalog=catalog)
         conversation.add_user("a quiet film about lighthouse keepers")
         conversation.add_assistant("Here are three.", list(items))
         return conversation
 
-    return SimpleNamespace(settings=settings, catalog_name=catalog, new_conversation=new_conversation,
-                           catalog=SimpleNamespace(meta={i: {} for i in items}), llm=SimpleNamespace(name="stub"))
+    return SimpleNamespace(
+        settings=settings,
+        catalog_name=catalog,
+        new_conversation=new_conversation,
+        catalog=SimpleNamespace(meta={i: {} for i in items}),
+        llm=SimpleNamespace(name="stub"),
+    )
 
 
 def repl(settings: Settings, **options) -> Repl:
@@ -88,11 +94,13 @@ def test_the_name_is_never_written_and_text_only_when_given(settings):
             reader.close()
     assert stat.S_IMODE(store_path(settings).stat().st_mode) == 0o600
     events = feedback_events(settings)
-    assert [(e["item"], e["signal"], e["kind"]) for e in events] == [("318", 1, "like"), ("2571", -1, "dislike"),
-                                                                     ("1", 1, "accept")]
+    assert [(e["item"], e["signal"], e["kind"]) for e in events] == [
+        ("318", 1, "like"),
+        ("2571", -1, "dislike"),
+        ("1", 1, "accept"),
+    ]
     assert {e["user"] for e in events} == {user_key(NAME, settings)}
-    assert all({"user", "item", "catalog", "signal", "time"} <= set(e) and isinstance(e["time"], float)
-               for e in events)
+    assert all({"user", "item", "catalog", "signal", "time"} <= set(e) and isinstance(e["time"], float) for e in events)
     with pytest.raises(ValueError):
         record_feedback(settings, NAME, "1", "movies", 2)
 
@@ -115,7 +123,11 @@ def test_repl_like_dislike_and_accept_record_feedback(settings):
     assert r.conversation.liked == ["101", "303"] and r.conversation.disliked == ["202"]
     events = feedback_events(settings)
     assert [(e["item"], e["signal"], e["kind"]) for e in events] == [
-        ("101", 1, "like"), ("202", -1, "dislike"), ("303", 1, "accept"), ("101", 1, "accept")]
+        ("101", 1, "like"),
+        ("202", -1, "dislike"),
+        ("303", 1, "accept"),
+        ("101", 1, "accept"),
+    ]
     assert {e["user"] for e in events} == {user_key(NAME, settings)} and {e["catalog"] for e in events} == {"movies"}
     data = home_bytes(settings)
     assert NAME.encode() not in data and b"lighthouse" not in data  # no conversation text: not opted in
@@ -167,8 +179,7 @@ def test_forget_deletes_exactly_that_users_rows(settings):
     assert empty.exit_code == 0 and "nothing stored for bob" in empty.output
 
 
-@pytest.mark.parametrize("junk", [b"this is not a database", b"\x00" * 4096,
-                                  b"SQLite format 3\x00" + b"\xff" * 300])
+@pytest.mark.parametrize("junk", [b"this is not a database", b"\x00" * 4096, b"SQLite format 3\x00" + b"\xff" * 300])
 def test_a_corrupt_store_gives_a_clear_message_and_is_left_alone(settings, junk):
     settings.home.mkdir(parents=True)
     path = store_path(settings)
@@ -215,8 +226,11 @@ def test_concurrent_writers(settings):
 
 def test_chat_options_reach_the_repl(settings, monkeypatch):
     monkeypatch.setattr(cli.chat, "agent_for", lambda s, *args: stub_agent(s))
-    done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "chat", "--user", NAME, "--share-text"],
-                              input="/like 1\n/buy 2\n/quit\n")
+    done = CliRunner().invoke(
+        cli.main,
+        ["--home", str(settings.home), "chat", "--user", NAME, "--share-text"],
+        input="/like 1\n/buy 2\n/quit\n",
+    )
     assert done.exit_code == 0, done.output
     assert "pseudonym" in done.output and "stored as feedback" in done.output
     with sqlite3.connect(store_path(settings)) as con:  # --share-text

@@ -37,14 +37,19 @@ def photo(settings) -> Path:
 
 def png_bomb(path: Path, side: int = 30000) -> Path:
     """A valid 1-bit PNG of side x side pixels that is only ~100 KB on disk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     row = b"\x00" * (1 + (side + 7) // 8)
     packer = zlib.compressobj(9)
     body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -57,9 +62,13 @@ def bad_images(tmp_path_factory, photo) -> dict:
     (d / "empty.jpg").write_bytes(b"")
     data = photo.read_bytes()
     (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    return {"not an image": (d / "notes.jpg", "not an image"), "empty": (d / "empty.jpg", "empty"),
-            "truncated": (d / "truncated.jpg", "truncated"),
-            "bomb": (png_bomb(d / "bomb.png"), "too large"), "missing": (d / "nope.jpg", "no such file")}
+    return {
+        "not an image": (d / "notes.jpg", "not an image"),
+        "empty": (d / "empty.jpg", "empty"),
+        "truncated": (d / "truncated.jpg", "truncated"),
+        "bomb": (png_bomb(d / "bomb.png"), "too large"),
+        "missing": (d / "nope.jpg", "no such file"),
+    }
 
 
 @pytest.mark.parametrize("case", ["not an image", "empty", "truncated", "bomb", "missing"])
@@ -91,9 +100,11 @@ def test_cmyk_transparency_and_animation_are_handled(tmp_path, photo, settings, 
 
 
 def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
     arch = tmp_path / "tiny-clip.json"
     arch.write_text(json.dumps(config))
     open_clip.add_model_config(arch)
@@ -108,7 +119,8 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model.encode_image(preprocess(image)[None]), dim=-1)[0].numpy()
         text_expected = torch.nn.functional.normalize(
-            model.encode_text(open_clip.get_tokenizer("tiny-clip")(["a blue shirt"])), dim=-1)[0].numpy()
+            model.encode_text(open_clip.get_tokenizer("tiny-clip")(["a blue shirt"])), dim=-1
+        )[0].numpy()
     np.testing.assert_allclose(encoder.embed_images([image])[0], expected, atol=1e-5)
     np.testing.assert_allclose(encoder.embed_texts(["a blue shirt"])[0], text_expected, atol=1e-5)
 
@@ -121,10 +133,12 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
 
 # ---- the shipped encoder on the real fashion index ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fashion_images(settings, fashion_index):
-    report = fashion_index.index_images(load_catalog("fashion", settings), image_encoder(settings, "fashion"),
-                                        progress=False)
+    report = fashion_index.index_images(
+        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
+    )
     assert report.added + report.unchanged + report.updated >= 9500
     return fashion_index
 
@@ -144,8 +158,9 @@ def test_a_photo_keeps_its_colour(settings, fashion_images):
     for colour, kind in (("Red", "Tshirts"), ("Blue", "Shirts"), ("Black", "Casual Shoes")):
         for item in held_out_items(settings, 5, baseColour=colour, articleType=kind):
             hits = retrieve_candidates(fashion_images, photo=item.image, k=5, exclude={item.id})
-            shares.append(np.mean([(h.metadata["baseColour"], h.metadata["articleType"]) == (colour, kind)
-                                   for h in hits]))
+            shares.append(
+                np.mean([(h.metadata["baseColour"], h.metadata["articleType"]) == (colour, kind) for h in hits])
+            )
     # held-out photos: most of each top 5 has both the photo's colour and its type (random: under 0.01)
     assert np.mean(shares) >= 0.6, shares
 
@@ -159,8 +174,9 @@ def test_attribute_heads_predict_held_out_fields(settings):
     for item, vector in zip(items, vectors):
         for name, logp in encoder.field_logprobs(vector).items():
             right[name].append(max(logp, key=lambda value: logp[value]) == item.metadata.get(name))
-    assert np.mean(right["articleType"]) >= 0.7 and np.mean(right["baseColour"]) >= 0.5, \
-        {k: np.mean(v) for k, v in right.items()}
+    assert np.mean(right["articleType"]) >= 0.7 and np.mean(right["baseColour"]) >= 0.5, {
+        k: np.mean(v) for k, v in right.items()
+    }
 
 
 def test_words_that_name_a_colour_and_a_kind():
@@ -201,11 +217,31 @@ def test_ask_like_this_but_in_black(env, tmp_path, settings, fashion_images):
     """Acceptance 2 with the scripted planner: black items of the photo's type."""
     [red] = held_out_items(settings, 1, articleType="Tshirts", baseColour="Red")
     script = tmp_path / "script.json"
-    script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "t-shirt in black", "filters": []}},
-                                  "Here are black ones."]))
-    done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",
-                           photo_of(red), "--json", "--llm", "scripted", "--model", str(script)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    script.write_text(
+        json.dumps(
+            [{"tool": "search_catalog", "args": {"query": "t-shirt in black", "filters": []}}, "Here are black ones."]
+        )
+    )
+    done = subprocess.run(
+        [
+            RECAGENT,
+            "ask",
+            "something like this but in black",
+            "--catalog",
+            "fashion",
+            "--image",
+            photo_of(red),
+            "--json",
+            "--llm",
+            "scripted",
+            "--model",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     items = json.loads(done.stdout)["items"][:5]
     assert len(items) == 5
@@ -219,17 +255,41 @@ def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "blue shirt", "filters": []}}, "Ok."]))
     conv = tmp_path / "conv.json"
-    done = subprocess.run([RECAGENT, "ask", "like this", "--catalog", "fashion", "--image", str(path), "--json",
-                           "--conversation", str(conv), "--llm", "scripted", "--model", str(script)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            RECAGENT,
+            "ask",
+            "like this",
+            "--catalog",
+            "fashion",
+            "--image",
+            str(path),
+            "--json",
+            "--conversation",
+            str(conv),
+            "--llm",
+            "scripted",
+            "--model",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     out = json.loads(done.stdout)
     assert words in out["error"] and not out["items"] and "Traceback" not in done.stderr
     assert not conv.exists()  # nothing saved from a failed turn
 
-    repl = subprocess.run([RECAGENT, "chat", "--catalog", "fashion", "--llm", "scripted", "--model", str(script)],
-                          input=f"/image {path} but in black\nblue shirt for men\n/quit\n", env=env,
-                          capture_output=True, text=True, timeout=300)
+    repl = subprocess.run(
+        [RECAGENT, "chat", "--catalog", "fashion", "--llm", "scripted", "--model", str(script)],
+        input=f"/image {path} but in black\nblue shirt for men\n/quit\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert repl.returncode == 0, repl.stderr
     assert words in repl.stdout and "Traceback" not in repl.stdout + repl.stderr
     assert "shirt" in repl.stdout.split(words, 1)[1].lower()  # the next turn still works
@@ -237,8 +297,19 @@ def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images
 
 def test_train_image_encoder_short_run_resumes_and_loads(env, tmp_path, settings, photo):
     out = tmp_path / "enc.pt"
-    args = [RECAGENT, "train-image-encoder", "--catalog", "fashion", "--limit", "96", "--batch-size", "32",
-            "--out", str(out), "--quiet"]
+    args = [
+        RECAGENT,
+        "train-image-encoder",
+        "--catalog",
+        "fashion",
+        "--limit",
+        "96",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     first = subprocess.run(args + ["--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert out.is_file() and out.with_suffix(".state.pt").is_file()

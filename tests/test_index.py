@@ -56,21 +56,31 @@ def test_index_is_idempotent_incremental_and_keeps_items_of_malformed_rows(setti
 
     hits = idx.search("something to cut tree branches", k=2)
     assert hits[0].id == "g2" and hits[0].score > hits[1].score
-    assert [h.id for h in idx.search("a pan", k=5, where=parse_where(["genre=kitchen", "price<40"], idx.fields()))] == ["k2"]
+    assert [h.id for h in idx.search("a pan", k=5, where=parse_where(["genre=kitchen", "price<40"], idx.fields()))] == [
+        "k2"
+    ]
 
 
 def _big_catalog(path: Path, n: int) -> Path:
     # Fresh random texts, so that the embedding cache cannot make the run instant.
     rng = random.Random(time.time_ns())
     words = "red blue quiet loud old new small large fast slow bright dark soft hard warm cold".split()
-    rows = [f"i{i},Item {i} {' '.join(rng.choices(words, k=4))},{' '.join(rng.choices(words, k=12))} {rng.random()},"
-            f"{rng.choice(['A', 'B', 'C'])},{rng.randint(1, 99)}" for i in range(n)]
+    rows = [
+        f"i{i},Item {i} {' '.join(rng.choices(words, k=4))},{' '.join(rng.choices(words, k=12))} {rng.random()},"
+        f"{rng.choice(['A', 'B', 'C'])},{rng.randint(1, 99)}"
+        for i in range(n)
+    ]
     return write(path, rows)
 
 
 def _start_index(path: Path, env: dict) -> tuple[subprocess.Popen, list[str], threading.Thread]:
-    proc = subprocess.Popen([RECAGENT, "index", "--catalog", str(path), "--batch-size", "32"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [RECAGENT, "index", "--catalog", str(path), "--batch-size", "32"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
     reader.start()
@@ -93,8 +103,9 @@ def test_interrupted_index_resumes_without_loss(settings, env, tmp_path, how):
     if how == "ctrl-c":
         assert proc.returncode == 130 and "Run the same command again to continue" in "".join(err)
 
-    rerun = subprocess.run([RECAGENT, "index", "--catalog", str(path), "-q"], env=env, capture_output=True,
-                           text=True, timeout=300)
+    rerun = subprocess.run(
+        [RECAGENT, "index", "--catalog", str(path), "-q"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"({2500 - written:,} new" in rerun.stdout
     assert CatalogIndex(str(path), settings).count() == 2500

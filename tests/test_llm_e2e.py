@@ -23,17 +23,39 @@ def llama_server(settings, tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     with open(tmp_path_factory.mktemp("llama-server") / "server.log", "w") as log:
-        proc = start_server([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("llm", settings),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--cache", "true"],
-                            lambda: urllib.request.urlopen(url + "/models", timeout=2).read(), 180, log,
-                            "llama_cpp.server")
+        proc = start_server(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                resolve_model("llm", settings),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--cache",
+                "true",
+            ],
+            lambda: urllib.request.urlopen(url + "/models", timeout=2).read(),
+            180,
+            log,
+            "llama_cpp.server",
+        )
         yield url
         stop_server(proc)
 
 
 def ask(env, conv, text, *backend):
-    done = subprocess.run([RECAGENT, "ask", text, "--json", "--conversation", str(conv), *backend], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [RECAGENT, "ask", text, "--json", "--conversation", str(conv), *backend],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     return json.loads(done.stdout)
 
@@ -68,8 +90,11 @@ def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, mov
 
     for turn in (first, older, third, comedy):
         shown += [i["id"] for i in turn["items"]]
-        assert turn["error"] is None and turn["removed_mentions"] == [] or all(
-            m not in turn["reply"] for m in turn["removed_mentions"])
+        assert (
+            turn["error"] is None
+            and turn["removed_mentions"] == []
+            or all(m not in turn["reply"] for m in turn["removed_mentions"])
+        )
     assert len(shown) == len(set(shown))  # no item shown twice
     assert json.loads(conv.read_text())["shown"] == shown
 
@@ -77,8 +102,9 @@ def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, mov
 def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
     wav = tmp_path / "request.wav"
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), "I want a scary movie about a shark"], check=True)
-    done = subprocess.run([RECAGENT, "ask", "--audio", str(wav), "--json"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [RECAGENT, "ask", "--audio", str(wav), "--json"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["transcript"].lower().rstrip(".") == "i want a scary movie about a shark"
@@ -90,8 +116,13 @@ def test_photo_like_this_but_in_black(env, settings, colour, kind):
     """Acceptance: a photo of a coloured item + "but in black" -> black items of the same type, real planner."""
     [item] = held_out_items(settings, 1, articleType=kind, baseColour=colour)
     subprocess.run([RECAGENT, "index", "--catalog", "fashion", "--quiet"], env=env, check=True, capture_output=True)
-    done = subprocess.run([RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image",
-                           item.image, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image", item.image, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     items = json.loads(done.stdout)["items"][:5]
     assert len(items) == 5 and all(i["baseColour"] == "Black" for i in items), items

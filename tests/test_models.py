@@ -39,8 +39,9 @@ def test_config_file_overrides(settings, tmp_path):
 
 
 def test_missing_package_names_what_to_install(tmp_path):
-    asset = ModelAsset("llm-test", "a test model", ("recagent-no-such-part1", "recagent-no-such-part2"), "x.gguf",
-                       "0" * 64)
+    asset = ModelAsset(
+        "llm-test", "a test model", ("recagent-no-such-part1", "recagent-no-such-part2"), "x.gguf", "0" * 64
+    )
     with pytest.raises(MissingModelError, match="pip install recagent-no-such-part1 recagent-no-such-part2"):
         models._build_gguf(asset, tmp_path)
 

@@ -68,8 +68,11 @@ def test_features_follow_the_context(settings, movies, signals):
 
 def test_conversation_features_knn_content_genres_and_texts(settings, movies, signals):
     toy = _by_title(movies, "Toy Story (1995)")
-    messages = [("seeker", "Hi! I loved Toy Story (1995)."), ("recommender", "What else do you like?"),
-                ("seeker", "something animated and funny for my kids")]
+    messages = [
+        ("seeker", "Hi! I loved Toy Story (1995)."),
+        ("recommender", "What else do you like?"),
+        ("seeker", "something animated and funny for my kids"),
+    ]
     ctx = conversation_context(messages, [toy], {toy})
     assert ctx.seeker_text.endswith("funny for my kids") and ctx.last_text == messages[-1][1]
     embed_contexts([ctx], settings)
@@ -95,8 +98,10 @@ def test_conversations_are_scored_by_the_feature_mixture(settings, movies, signa
     """With conversation_embeddings off (the default), the id embeddings and item biases do not move the
     scores of a conversation, only those of a rating history."""
     toy = _by_title(movies, "Toy Story (1995)")
-    ctxs = [Context(items=[toy], text="seeker: a funny movie", exclude={toy}, kind=CONVERSATION),
-            Context(items=[toy], kind=HISTORY, exclude={toy})]
+    ctxs = [
+        Context(items=[toy], text="seeker: a funny movie", exclude={toy}, kind=CONVERSATION),
+        Context(items=[toy], kind=HISTORY, exclude={toy}),
+    ]
     embed_contexts(ctxs, settings)
     config = RankerConfig()
     torch.manual_seed(0)
@@ -142,8 +147,12 @@ def test_signals_are_prepared_once_and_loaded_without_the_raw_data(settings, mov
     for name in ("R", "knn", "D", "M"):
         assert (getattr(again, name) != getattr(signals, name)).nnz == 0, name
     assert again.per_dialogue == signals.per_dialogue
-    assert len(signals.per_dialogue) == signals.n_dialogues == sum(
-        len(load_dialogues(redial_dir(settings) / name)) for name in SignalSources().redial_files)
+    assert (
+        len(signals.per_dialogue)
+        == signals.n_dialogues
+        == sum(len(load_dialogues(redial_dir(settings) / name)) for name in SignalSources().redial_files)
+    )
+
     # with the file in place, loading the head reads neither ratings.csv nor the dialogues nor the mapping
     def refuse(*args, **kwargs):
         raise AssertionError("the raw data was read")
@@ -209,8 +218,9 @@ def test_shipped_head_beats_popularity(settings, movies, signals):
     ranker = load_ranker(settings, path=SHIPPED)
     assert ranker is not None and ranker.signals.ids == signals.ids
     titles = {it.id: it.title for it in movies.items}
-    samples = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", limit=60),
-                               default_mapping(settings), titles)
+    samples = protocol_samples(
+        load_dialogues(redial_dir(settings) / "dev.jsonl", limit=60), default_mapping(settings), titles
+    )
     ctxs = [conversation_context(s.messages, [m.item for m in s.mentions], s.exclude) for s in samples]
     targets = np.array([signals.pos[s.target] for s in samples])
     head = ranks_of(ranker.score(ctxs, settings), targets)

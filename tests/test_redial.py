@@ -69,11 +69,15 @@ def test_one_renderer_for_the_protocol_and_for_speech():
     dialogue = {"movieMentions": {"1": "Police Academy  (1984)", "2": "Heat (1995)", "4": ""}}
     text = "Have you seen @1 or @2 ?  Or @3 , @4"
     # the protocol: the MovieLens "Title (Year)" when the id maps, else ReDial's name; unknown ids stay
-    assert render(text, dialogue, {"2": "6"}, {"6": "Heat (1995)"}) == \
-        "Have you seen Police Academy (1984) or Heat (1995) ?  Or @3 , @4"
+    assert (
+        render(text, dialogue, {"2": "6"}, {"6": "Heat (1995)"})
+        == "Have you seen Police Academy (1984) or Heat (1995) ?  Or @3 , @4"
+    )
     # spoken: no years, names from movies_with_mentions.csv when the dialogue has none, unknown ids left out
-    assert render(text, dialogue, names={"3": "Jaws (1975)"}, spoken=True) == \
-        "Have you seen Police Academy or Heat? Or Jaws,"
+    assert (
+        render(text, dialogue, names={"3": "Jaws (1975)"}, spoken=True)
+        == "Have you seen Police Academy or Heat? Or Jaws,"
+    )
 
 
 def test_the_mapping_comparison_adds_up(settings):
@@ -110,16 +114,22 @@ def test_matcher_keeps_every_shipped_match_and_finds_more(settings, movies, titl
 
 def test_eval_redial_writes_the_figures(settings, env, tmp_path):
     out = tmp_path / "redial.json"
-    run = subprocess.run([RECAGENT, "eval", "redial", "--limit", "6", "--json", str(out), "-q"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [RECAGENT, "eval", "redial", "--limit", "6", "--json", str(out), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
     for key in ("recall@1", "recall@10", "recall@50", "samples", "dialogues", "timings", "systems"):
         assert key in figures
     assert figures["dialogues"] == 6
     titles = {it.id: it.title for it in load_catalog("movies", settings).items}
-    expected = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", 6), default_mapping(settings),
-                                titles)
+    expected = protocol_samples(
+        load_dialogues(redial_dir(settings) / "dev.jsonl", 6), default_mapping(settings), titles
+    )
     assert figures["samples"] == len(expected) > 0
     for row in figures["systems"].values():
         assert 0.0 <= row["recall@1"] <= row["recall@10"] <= row["recall@50"] <= 1.0

@@ -17,8 +17,9 @@ def store(request, settings, env, tmp_path_factory):
     url = request.getfixturevalue("chroma_server")
     server_env = {**env, "RECAGENT_CHROMA_URL": url}
     for catalog in ("movies", "fashion"):
-        done = subprocess.run([RECAGENT, "index", "--catalog", catalog, "-q"], env=server_env,
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [RECAGENT, "index", "--catalog", catalog, "-q"], env=server_env, capture_output=True, text=True, timeout=900
+        )
         assert done.returncode == 0, done.stderr
         assert f"indexed {9742 if catalog == 'movies' else 9583:,} items" in done.stdout
         assert url in done.stdout
@@ -61,8 +62,9 @@ def test_red_dress_for_a_summer_wedding(store):
 
 
 def test_fashion_filters_on_colour_and_type(store):
-    hits = search(store, "shoes for the office", "--catalog", "fashion", "--where", "colour=black",
-                  "--where", "type=Formal Shoes")
+    hits = search(
+        store, "shoes for the office", "--catalog", "fashion", "--where", "colour=black", "--where", "type=Formal Shoes"
+    )
     assert len(hits) == 10 and all(h["baseColour"] == "Black" and h["articleType"] == "Formal Shoes" for h in hits)
 
 

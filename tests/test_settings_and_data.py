@@ -27,9 +27,12 @@ def grouplens(settings, tmp_path):
     with zipfile.ZipFile(buf, "w") as zf:
         for name in ("movies.csv", "links.csv", "README.txt"):
             zf.write(settings.data / "movielens" / name, f"ml-latest-small/{name}")
-    files = {"/ml-latest-small.zip": buf.getvalue(),
-             "/ml-latest-small.zip.md5": (hashlib.md5(buf.getvalue()).hexdigest() + "  ml-latest-small.zip\n").encode(),
-             "/broken.zip": b"not a zip", "/broken.zip.md5": hashlib.md5(b"not a zip").hexdigest().encode()}
+    files = {
+        "/ml-latest-small.zip": buf.getvalue(),
+        "/ml-latest-small.zip.md5": (hashlib.md5(buf.getvalue()).hexdigest() + "  ml-latest-small.zip\n").encode(),
+        "/broken.zip": b"not a zip",
+        "/broken.zip.md5": hashlib.md5(b"not a zip").hexdigest().encode(),
+    }
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

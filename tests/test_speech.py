@@ -17,8 +17,11 @@ from recagent.tools.train.whisper_convert import convert_to_file
 
 FORMATS = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 REQUEST = "I want a red dress for a summer wedding."
-SENTENCES = ["Have you seen the Shawshank Redemption? I loved it.", REQUEST,
-             "Something like Inception or The Matrix would be great."]
+SENTENCES = [
+    "Have you seen the Shawshank Redemption? I loved it.",
+    REQUEST,
+    "Something like Inception or The Matrix would be great.",
+]
 
 
 def espeak(text: str, wav: Path) -> Path:
@@ -46,8 +49,9 @@ def audio(tmp_path_factory):
     (folder / "header-only.wav").write_bytes(spoken.read_bytes()[:44])
     (folder / "not-audio.ogg").write_text("this is not audio")
     (folder / "empty.webm").write_bytes(b"")
-    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(folder / "long.wav"), "synth", "5", "sine", "440"],
-                   check=True)
+    subprocess.run(
+        ["sox", "-n", "-r", "16000", "-c", "1", str(folder / "long.wav"), "synth", "5", "sine", "440"], check=True
+    )
     return folder
 
 
@@ -60,15 +64,18 @@ def test_every_format_transcribes(audio, settings, ext):
 
 
 @pytest.mark.parametrize("backend", ["faster-whisper", "openai-whisper"])
-@pytest.mark.parametrize("name, message", [
-    ("missing.wav", "no such file"),
-    ("empty.webm", "the file is empty"),
-    ("not-audio.ogg", "not a readable audio file"),
-    ("cut.mp3", "the file is cut short"),
-    ("cut.wav", "the file is cut short"),
-    ("header-only.wav", "the file is cut short"),
-    ("silence.wav", "I didn't catch that"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing.wav", "no such file"),
+        ("empty.webm", "the file is empty"),
+        ("not-audio.ogg", "not a readable audio file"),
+        ("cut.mp3", "the file is cut short"),
+        ("cut.wav", "the file is cut short"),
+        ("header-only.wav", "the file is cut short"),
+        ("silence.wav", "I didn't catch that"),
+    ],
+)
 def test_unusable_recordings_get_a_clear_message(audio, settings, backend, name, message):
     with pytest.raises(AudioError, match=message):
         transcribe_audio(str(audio / name), settings, model="whisper-tiny-en", backend=backend)
@@ -88,8 +95,10 @@ def test_backend_and_model_come_from_the_environment(audio, settings, monkeypatc
         transcribe_audio(str(audio / "sentence0.wav"), settings.load(home=settings.home))
     monkeypatch.setenv("RECAGENT_ASR_BACKEND", "openai-whisper")
     monkeypatch.setenv("RECAGENT_ASR_MODEL", "whisper-tiny-en")
-    assert transcribe_audio(str(audio / "sentence0.wav"), settings.load(home=settings.home)) == \
-        "Have you seen the Shawshank Redemption? I loved it."
+    assert (
+        transcribe_audio(str(audio / "sentence0.wav"), settings.load(home=settings.home))
+        == "Have you seen the Shawshank Redemption? I loved it."
+    )
 
 
 def test_converted_checkpoint_is_written_once_and_loads_in_openai_whisper(tmp_path):
@@ -129,8 +138,26 @@ def test_ask_takes_the_speech_backend_and_model_options(audio, env, tmp_path, mo
     answers = [{"tool": "search_catalog", "args": {"query": "prison drama", "filters": []}}, "Prison dramas."]
     script = tmp_path / "script.json"
     script.write_text(json.dumps(answers))
-    done = subprocess.run([RECAGENT, "ask", "--audio", str(audio / "sentence0.wav"), "--asr-backend", "openai-whisper",
-                           "--asr-model", "whisper-tiny-en", "--llm", "scripted", "--model", str(script), "--json"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            RECAGENT,
+            "ask",
+            "--audio",
+            str(audio / "sentence0.wav"),
+            "--asr-backend",
+            "openai-whisper",
+            "--asr-model",
+            "whisper-tiny-en",
+            "--llm",
+            "scripted",
+            "--model",
+            str(script),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["transcript"] == "Have you seen the Shawshank Redemption? I loved it."

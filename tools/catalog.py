@@ -128,11 +128,13 @@ def item_from_record(record: dict, base: Path) -> Item:
         checked = _check_meta(str(key), value)
         if checked is not None:
             metadata[str(key)] = checked
-    return Item(str(item_id).strip(), title.strip(), description.strip(), metadata,
-                _resolve_image(record.get("image"), base))
+    return Item(
+        str(item_id).strip(), title.strip(), description.strip(), metadata, _resolve_image(record.get("image"), base)
+    )
 
 
 # ---- generic files --------------------------------------------------------------------------------
+
 
 def _read_csv_rows(path: Path, errors: list[RowError]):
     """Yield (line number, row dict) from a CSV file; rows with the wrong number of columns become errors."""
@@ -154,8 +156,7 @@ def _read_csv_rows(path: Path, errors: list[RowError]):
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                errors.append(RowError(str(path), reader.line_num,
-                                       f"expected {len(header)} columns, found {len(row)}"))
+                errors.append(RowError(str(path), reader.line_num, f"expected {len(header)} columns, found {len(row)}"))
                 continue
             yield reader.line_num, dict(zip(header, row))
 
@@ -177,8 +178,10 @@ def load_file_catalog(path: Path, name: str | None = None) -> Catalog:
                 except json.JSONDecodeError as exc:
                     errors.append(RowError(str(path), lineno, f"not valid JSON ({exc.msg})"))
     elif path.suffix.lower() in (".csv", ".tsv"):
-        rows = [(n, {k: (v if k in ("id", "title", "description", "image") else _coerce(v)) for k, v in r.items()})
-                for n, r in _read_csv_rows(path, errors)]
+        rows = [
+            (n, {k: (v if k in ("id", "title", "description", "image") else _coerce(v)) for k, v in r.items()})
+            for n, r in _read_csv_rows(path, errors)
+        ]
     else:
         raise CatalogError(f"{path}: unknown catalog format '{path.suffix}' (use .csv or .jsonl)")
     for lineno, record in rows:
@@ -273,15 +276,28 @@ def load_movies(data_dir: Path, top_tags: int = 8) -> Catalog:
             metadata["rating"] = round(sums[movie_id] / counts[movie_id], 2)
         poster = root / "posters" / f"{movie_id}.jpg"
         display = f"{title} ({year})" if year else title
-        items.append(Item(movie_id, display, " ".join(parts), metadata,
-                          str(poster) if poster.is_file() else None))
+        items.append(Item(movie_id, display, " ".join(parts), metadata, str(poster) if poster.is_file() else None))
     return Catalog("movies", items, errors, str(movies_csv))
 
 
 # ---- fashion -------------------------------------------------------------------------------------
 
-_PLURAL_ONLY = {"jeans", "shorts", "trousers", "briefs", "capris", "leggings", "sunglasses", "pants", "boxers",
-                "trunks", "tights", "jeggings", "salwar", "churidar"}
+_PLURAL_ONLY = {
+    "jeans",
+    "shorts",
+    "trousers",
+    "briefs",
+    "capris",
+    "leggings",
+    "sunglasses",
+    "pants",
+    "boxers",
+    "trunks",
+    "tights",
+    "jeggings",
+    "salwar",
+    "churidar",
+}
 
 
 def singular(noun_phrase: str) -> str:
@@ -333,6 +349,7 @@ def load_fashion(data_dir: Path) -> Catalog:
 
 # ---- how to speak of a catalog ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CatalogProfile:
     """How the agent speaks of a catalog's items: the kind of recommender, what an item is called, which fields
@@ -354,8 +371,9 @@ class CatalogProfile:
 
 PROFILES = {
     "movies": CatalogProfile(kind="movie", noun="movie", rating_source="MovieLens users"),
-    "fashion": CatalogProfile(reason_phrase="{baseColour} {articleType} for {gender}",
-                              reason_phrase_needs="articleType"),
+    "fashion": CatalogProfile(
+        reason_phrase="{baseColour} {articleType} for {gender}", reason_phrase_needs="articleType"
+    ),
 }
 
 
@@ -372,5 +390,7 @@ def load_catalog(name_or_path: str, settings: Settings | None = None) -> Catalog
     path = Path(name_or_path).expanduser()
     if path.exists():
         return load_file_catalog(path)
-    raise CatalogError(f"unknown catalog '{name_or_path}': use one of {', '.join(BUILTIN_CATALOGS)} "
-                       "or the path of a .csv or .jsonl catalog file")
+    raise CatalogError(
+        f"unknown catalog '{name_or_path}': use one of {', '.join(BUILTIN_CATALOGS)} "
+        "or the path of a .csv or .jsonl catalog file"
+    )

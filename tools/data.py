@@ -22,19 +22,23 @@ def _fetch(url: str, timeout: float, show_progress: bool) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             buf = io.BytesIO()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, file=sys.stderr,
-                      disable=not show_progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=Path(url).name, file=sys.stderr, disable=not show_progress
+            ) as bar:
                 while chunk := resp.read(1 << 16):
                     buf.write(chunk)
                     bar.update(len(chunk))
             return buf.getvalue()
     except OSError as exc:  # URLError, timeouts, refused connections
-        raise DownloadError(f"cannot download {url}: {exc}. Are you online? Otherwise copy the data by hand "
-                            "and point --data or RECAGENT_DATA at it.") from None
+        raise DownloadError(
+            f"cannot download {url}: {exc}. Are you online? Otherwise copy the data by hand "
+            "and point --data or RECAGENT_DATA at it."
+        ) from None
 
 
-def download_movielens(dest: Path, url: str = MOVIELENS_URL, md5: str | None = None,
-                       timeout: float = 60, show_progress: bool = True) -> Path:
+def download_movielens(
+    dest: Path, url: str = MOVIELENS_URL, md5: str | None = None, timeout: float = 60, show_progress: bool = True
+) -> Path:
     """Download and unpack ml-latest-small into DEST/movielens, verified against GroupLens' published md5."""
     target = dest / "movielens"
     if (target / "movies.csv").is_file():

@@ -92,7 +92,8 @@ def _salt(settings: Settings, create: bool) -> bytes | None:
         raise FeedbackError(
             f"{path} is not a recagent feedback salt ({len(salt)} bytes, expected {SALT_BYTES}); it was left as it "
             "is. Restore it from a backup, or move it away to start new pseudonyms (stored feedback then no longer "
-            "matches its users, and `recagent forget` cannot find it).")
+            "matches its users, and `recagent forget` cannot find it)."
+        )
     return salt
 
 
@@ -118,7 +119,8 @@ def store_path(settings: Settings) -> Path:
 def _corrupt(path: Path, exc: Exception) -> FeedbackError:
     return FeedbackError(
         f"{path} is not a readable recagent feedback store ({exc}); it was left as it is. Move it away (or restore "
-        "a backup) and recagent starts a new one.")
+        "a backup) and recagent starts a new one."
+    )
 
 
 def _connect(settings: Settings, create: bool) -> sqlite3.Connection | None:
@@ -152,12 +154,15 @@ def _connect(settings: Settings, create: bool) -> sqlite3.Connection | None:
             raise FeedbackError(
                 f"{path} is not a recagent feedback store (schema version {version}, tables "
                 f"{', '.join(sorted(tables)) or 'none'}); it was left as it is. Move it away and recagent starts "
-                "a new one.")
+                "a new one."
+            )
         else:
             columns = {r[1] for r in con.execute("PRAGMA table_info(feedback)")}
             if not _COLUMNS <= columns:
-                raise FeedbackError(f"{path}: the feedback table lacks {', '.join(sorted(_COLUMNS - columns))}; "
-                                    "it was left as it is. Move it away and recagent starts a new one.")
+                raise FeedbackError(
+                    f"{path}: the feedback table lacks {', '.join(sorted(_COLUMNS - columns))}; "
+                    "it was left as it is. Move it away and recagent starts a new one."
+                )
         return con
     except FeedbackError:
         if con is not None:
@@ -187,8 +192,15 @@ def _schema(con: sqlite3.Connection, begin: str, keep_open: bool = False) -> tup
     return version, tables
 
 
-def record_feedback(settings: Settings, user: str, item_id: str | int, catalog: str, signal: int, text: str | None = None,
-                    kind: str | None = None) -> str:
+def record_feedback(
+    settings: Settings,
+    user: str,
+    item_id: str | int,
+    catalog: str,
+    signal: int,
+    text: str | None = None,
+    kind: str | None = None,
+) -> str:
     """Store one event: `signal` +1 (like, accept) or -1 (dislike) for `item_id` of `catalog` by `user`.
 
     `text` (the conversation) is stored as given: pass it only when the user opted in. `kind` is "like",
@@ -203,8 +215,10 @@ def record_feedback(settings: Settings, user: str, item_id: str | int, catalog: 
     assert con is not None  # made when missing
     try:
         with con:
-            con.execute("INSERT INTO feedback (user, item, catalog, signal, kind, time, text) VALUES (?,?,?,?,?,?,?)",
-                        (key, str(item_id), str(catalog), int(signal), kind, time.time(), text))
+            con.execute(
+                "INSERT INTO feedback (user, item, catalog, signal, kind, time, text) VALUES (?,?,?,?,?,?,?)",
+                (key, str(item_id), str(catalog), int(signal), kind, time.time(), text),
+            )
     except sqlite3.DatabaseError as exc:
         raise _corrupt(store_path(settings), exc) from None
     finally:
@@ -230,8 +244,9 @@ def feedback_events(settings: Settings, catalog: str | None = None) -> list[dict
         raise _corrupt(store_path(settings), exc) from None
     finally:
         con.close()
-    return [{"user": u, "item": i, "catalog": c, "signal": int(s), "time": float(t), "kind": k}
-            for u, i, c, s, t, k in rows]
+    return [
+        {"user": u, "item": i, "catalog": c, "signal": int(s), "time": float(t), "kind": k} for u, i, c, s, t, k in rows
+    ]
 
 
 def forget_user(settings: Settings, user: str) -> int:

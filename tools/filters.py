@@ -72,7 +72,9 @@ def parse_where(expressions: Iterable[str], fields: dict) -> dict | None:
             clauses.append({key: {"$contains" if op == "=" else "$not_contains": value}})
         else:
             chroma_op = _CHROMA_OPS.get(op)
-            if chroma_op is None or (chroma_op in ("$gte", "$lte", "$gt", "$lt") and info["type"] not in ("int", "float")):
+            if chroma_op is None or (
+                chroma_op in ("$gte", "$lte", "$gt", "$lt") and info["type"] not in ("int", "float")
+            ):
                 raise ConfigError(f"filter '{expr}': operator '{op}' does not apply to text field '{key}'")
             clauses.append({key: {chroma_op: value}})
     if not clauses:
@@ -125,6 +127,8 @@ def _text(raw: str, info: dict, key: str) -> str:
         by_lower = {v.lower(): v for v in values}
         if raw.lower() in by_lower:
             return by_lower[raw.lower()]
-        raise ConfigError(f"'{raw}' is not a value of '{key}'; known values: {', '.join(values[:40])}"
-                          + (" ..." if len(values) > 40 else ""))
+        raise ConfigError(
+            f"'{raw}' is not a value of '{key}'; known values: {', '.join(values[:40])}"
+            + (" ..." if len(values) > 40 else "")
+        )
     return raw

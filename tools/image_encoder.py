@@ -32,14 +32,14 @@ STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ImageEncoderConfig:
-    image_size: int = 96                      # input side, pixels
+    image_size: int = 96  # input side, pixels
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)  # channels per stage; stages after the first halve the side
-    blocks: tuple[int, ...] = (1, 1, 1, 1, 1)   # residual blocks per stage
-    colour_bins: int = 6                      # bins per RGB channel: 6**3 = 216 colour cells
-    hidden: int = 768                         # width of the projection MLP
-    embed_dim: int = 384                      # = the MiniLM text space
+    blocks: tuple[int, ...] = (1, 1, 1, 1, 1)  # residual blocks per stage
+    colour_bins: int = 6  # bins per RGB channel: 6**3 = 216 colour cells
+    hidden: int = 768  # width of the projection MLP
+    embed_dim: int = 384  # = the MiniLM text space
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # the locked text tower
-    text_adapter: bool = False                # learn a linear map on the text side (identity at the start)
+    text_adapter: bool = False  # learn a linear map on the text side (identity at the start)
     heads: dict = field(default_factory=dict)  # catalog field -> its values: one classifier each on the vector
     extra: dict = field(default_factory=dict)  # anything else worth keeping with the checkpoint
 
@@ -66,8 +66,11 @@ class ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -81,10 +84,10 @@ def colour_histogram(pixels: torch.Tensor, bins: int) -> torch.Tensor:
     photos are shot on white); an image that is all background (a white item) gets an empty histogram and
     a foreground fraction of 0, which the projection learns to read as "white".
     """
-    x = F.interpolate(pixels, size=(32, 32), mode="area")                      # (B, 3, 32, 32)
+    x = F.interpolate(pixels, size=(32, 32), mode="area")  # (B, 3, 32, 32)
     b = x.shape[0]
-    x = x.flatten(2)                                                            # (B, 3, P)
-    foreground = (x.min(dim=1).values < 0.92).float()                           # (B, P)
+    x = x.flatten(2)  # (B, 3, P)
+    foreground = (x.min(dim=1).values < 0.92).float()  # (B, P)
     centres = (torch.arange(bins, dtype=x.dtype, device=x.device) + 0.5) / bins
     # triangular soft assignment of each channel value to its two nearest bins
     weights = F.relu(1 - (x.unsqueeze(2) - centres.view(1, 1, bins, 1)).abs() * bins)  # (B, 3, bins, P)
@@ -92,7 +95,7 @@ def colour_histogram(pixels: torch.Tensor, bins: int) -> torch.Tensor:
     hist = torch.einsum("bip,bjp,bkp->bijk", weights[:, 0], weights[:, 1], weights[:, 2]).reshape(b, -1)
     hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(1e-6)
     fraction = foreground.mean(dim=1, keepdim=True)
-    return torch.cat([hist.sqrt(), fraction], dim=1)                            # Hellinger-style scaling
+    return torch.cat([hist.sqrt(), fraction], dim=1)  # Hellinger-style scaling
 
 
 class ImageTower(nn.Module):
@@ -112,29 +115,31 @@ class ImageTower(nn.Module):
                 stages.append(ResidualBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
                 cin = cout
         self.stages = nn.Sequential(*stages)
-        colour_dim = config.colour_bins ** 3 + 1
+        colour_dim = config.colour_bins**3 + 1
         self.colour = nn.Sequential(nn.Linear(colour_dim, 256), nn.ReLU())
-        self.project = nn.Sequential(nn.Linear(cin + 256, config.hidden), nn.ReLU(),
-                                     nn.Linear(config.hidden, config.embed_dim))
+        self.project = nn.Sequential(
+            nn.Linear(cin + 256, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.embed_dim)
+        )
         self.adapter = nn.Linear(config.embed_dim, config.embed_dim) if config.text_adapter else None
         if self.adapter is not None:
             nn.init.eye_(self.adapter.weight)
             nn.init.zeros_(self.adapter.bias)
-        self.heads = nn.ModuleDict({name: nn.Linear(config.embed_dim, len(values))
-                                    for name, values in config.heads.items()})
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(config.embed_dim, len(values)) for name, values in config.heads.items()}
+        )
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, S, S) in [0, 1] -> pre-projection features (B, widths[-1] + 256)."""
-        x = self.stem((pixels - self.mean) / self.std)                        # (B, w0, S/2, S/2)
-        x = self.stages(x)                                                      # (B, w[-1], S/16, S/16)
-        x = x.mean(dim=(2, 3))                                                  # (B, w[-1])
-        c = self.colour(colour_histogram(pixels, self.config.colour_bins))      # (B, 256)
+        x = self.stem((pixels - self.mean) / self.std)  # (B, w0, S/2, S/2)
+        x = self.stages(x)  # (B, w[-1], S/16, S/16)
+        x = x.mean(dim=(2, 3))  # (B, w[-1])
+        c = self.colour(colour_histogram(pixels, self.config.colour_bins))  # (B, 256)
         return torch.cat([x, c], dim=1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.project(self.features(pixels)), dim=-1)       # (B, embed_dim)
+        return F.normalize(self.project(self.features(pixels)), dim=-1)  # (B, embed_dim)
 
     def adapt_texts(self, texts: torch.Tensor) -> torch.Tensor:
         """Locked text vectors (B, embed_dim) -> L2-normalised vectors comparable with image vectors."""

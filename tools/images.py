@@ -32,7 +32,7 @@ from .text import plain_words
 if TYPE_CHECKING:
     import torch
 
-MAX_PIXELS = 50_000_000   # larger images are refused before they are decoded (decompression bombs)
+MAX_PIXELS = 50_000_000  # larger images are refused before they are decoded (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
 FACET_FLOOR = -5.0  # a log-probability term is floored here: one unlikely field cannot bury an item
 NO_VALUE = -100  # the index of a value that is not one of a head's (cross_entropy's ignore_index in training)
@@ -62,8 +62,10 @@ def load_image(source: str | Path | bytes) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageError(f"{name}: {width}x{height} pixels is too large to read safely "
-                                 f"(limit {MAX_PIXELS // 1_000_000} megapixels)")
+                raise ImageError(
+                    f"{name}: {width}x{height} pixels is too large to read safely "
+                    f"(limit {MAX_PIXELS // 1_000_000} megapixels)"
+                )
             image.seek(0)  # an animated GIF or WebP: its first frame
             image.load()
     except ImageError:
@@ -71,8 +73,9 @@ def load_image(source: str | Path | bytes) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (or a format that cannot be read)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: the image is too large to read safely "
-                         f"(more than {MAX_PIXELS // 1_000_000} megapixels)") from None
+        raise ImageError(
+            f"{name}: the image is too large to read safely (more than {MAX_PIXELS // 1_000_000} megapixels)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from None
     return to_rgb(image)
@@ -96,6 +99,7 @@ def pixels(images: list[Image.Image], size: int) -> torch.Tensor:
 
 
 # ---- encoders -------------------------------------------------------------------------------------
+
 
 @dataclass
 class ImageEncoder:
@@ -122,7 +126,7 @@ class ImageEncoder:
         out = []
         with torch.inference_mode():
             for lo in range(0, len(images), batch_size):
-                batch = images[lo: lo + batch_size]
+                batch = images[lo : lo + batch_size]
                 if self.preprocess is None:
                     vectors = self.model(pixels(batch, self.image_size))
                 else:
@@ -166,8 +170,9 @@ class ImageEncoder:
         terms = named_value_terms(head_logprobs(self.model, vectors), self.model.config.heads, named)
         return with_facets(zeros, terms, self.text_facet_weights)
 
-    def photo_facet_terms(self, vector: np.ndarray, metadata: Sequence[Mapping[str, object]],
-                          skip: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    def photo_facet_terms(
+        self, vector: np.ndarray, metadata: Sequence[Mapping[str, object]], skip: Iterable[str] = ()
+    ) -> dict[str, np.ndarray]:
         """{field: (N,) max(log p(each candidate's value | the photo), floor)} for the heads used in photo search
         (floor for a candidate without one of the head's values); fields in `skip` are left out."""
         if not getattr(self.model, "heads", None) or not self.facet_weights:
@@ -177,8 +182,10 @@ class ImageEncoder:
         if not names:
             return {}
         logp = head_logprobs(self.model, np.asarray(vector, dtype=np.float32)[None])
-        return {n: facet_terms(logp[n][0], value_indices([m.get(n) for m in metadata], self.model.config.heads[n]))
-                for n in names}
+        return {
+            n: facet_terms(logp[n][0], value_indices([m.get(n) for m in metadata], self.model.config.heads[n]))
+            for n in names
+        }
 
     def field_logprobs(self, vector: np.ndarray) -> dict[str, dict[str, float]]:
         """{field: {value: log p(value | photo)}} from the tower's heads used in photo search (empty without)."""
@@ -186,8 +193,11 @@ class ImageEncoder:
         if not heads or not self.facet_weights:
             return {}
         logp = head_logprobs(self.model, np.asarray(vector, dtype=np.float32)[None])
-        return {name: dict(zip(self.model.config.heads[name], logp[name][0].tolist()))
-                for name in logp if self.facet_weights.get(name)}
+        return {
+            name: dict(zip(self.model.config.heads[name], logp[name][0].tolist()))
+            for name in logp
+            if self.facet_weights.get(name)
+        }
 
 
 def image_encoder(settings: Settings | None = None, catalog: str | None = None) -> ImageEncoder:
@@ -195,12 +205,14 @@ def image_encoder(settings: Settings | None = None, catalog: str | None = None) 
     settings = settings or Settings.load()
     spec = settings.models.get("image-encoder") or "catalog"
     if spec.startswith("open_clip:"):
-        arch, _, weights = spec[len("open_clip:"):].partition(":")
+        arch, _, weights = spec[len("open_clip:") :].partition(":")
         return shared(("image-encoder", spec), lambda: load_open_clip(arch, weights or None, settings))
     path = shipped_encoder_path(catalog) if spec == "catalog" else Path(spec).expanduser()
     if not path.is_file():
-        raise MissingModelError(f"image encoder {path} not found: train one with `recagent train-image-encoder`"
-                                " or set RECAGENT_MODEL_IMAGE_ENCODER to a checkpoint")
+        raise MissingModelError(
+            f"image encoder {path} not found: train one with `recagent train-image-encoder`"
+            " or set RECAGENT_MODEL_IMAGE_ENCODER to a checkpoint"
+        )
     return shared(("image-encoder", str(path)), lambda: load_catalog_encoder(path, settings))
 
 
@@ -221,8 +233,16 @@ def load_catalog_encoder(path: Path, settings: Settings) -> ImageEncoder:
     model.eval()
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
     meta = checkpoint.get("meta", {})
-    return ImageEncoder(f"catalog-{digest}", model, None, None, settings, config.image_size,
-                        meta.get("facet_weights") or {}, meta.get("text_facet_weights") or {})
+    return ImageEncoder(
+        f"catalog-{digest}",
+        model,
+        None,
+        None,
+        settings,
+        config.image_size,
+        meta.get("facet_weights") or {},
+        meta.get("text_facet_weights") or {},
+    )
 
 
 def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageEncoder:
@@ -237,11 +257,13 @@ def load_open_clip(arch: str, weights: str | None, settings: Settings) -> ImageE
         raise MissingModelError(f"open_clip weights '{weights}' are neither a local file nor reachable offline")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=str(Path(weights).expanduser()) if weights and local else weights, device="cpu")
+            arch, pretrained=str(Path(weights).expanduser()) if weights and local else weights, device="cpu"
+        )
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as exc:
-        raise MissingModelError(f"open_clip model {arch} with weights {weights!r} cannot be loaded "
-                                f"({exc.__class__.__name__}: {exc})") from None
+        raise MissingModelError(
+            f"open_clip model {arch} with weights {weights!r} cannot be loaded ({exc.__class__.__name__}: {exc})"
+        ) from None
     model.eval()
     tag = hashlib.sha1(f"{arch}:{weights}".encode()).hexdigest()[:10]
     return ImageEncoder(f"open_clip-{arch}-{tag}", model, preprocess, tokenizer, settings)
@@ -279,12 +301,12 @@ def duplicate_scores(query: Image.Image, candidates: list[Image.Image]) -> np.nd
     for scale in DUPLICATE_SCALES:
         k = max(8, round(DUPLICATE_SIDE * scale))
         q = grey(query, k)
-        q = (q - q.mean()) / (q.std() + 1e-6)                                 # (k, k), zero mean, unit std
+        q = (q - q.mean()) / (q.std() + 1e-6)  # (k, k), zero mean, unit std
         n = k * k
-        dot = F.conv2d(board, q.view(1, 1, k, k))                                # (N, 1, P, P): sum(window * q)
+        dot = F.conv2d(board, q.view(1, 1, k, k))  # (N, 1, P, P): sum(window * q)
         mean = F.avg_pool2d(board, k, stride=1)
         var = (F.avg_pool2d(board * board, k, stride=1) - mean * mean).clamp_min(1e-8)
-        ncc = dot / (n * var.sqrt())                                             # correlation per offset
+        ncc = dot / (n * var.sqrt())  # correlation per offset
         best = torch.maximum(best, ncc.flatten(1).max(dim=1).values)
     return best.clamp(-1, 1).numpy()
 
@@ -293,6 +315,7 @@ def duplicate_scores(query: Image.Image, candidates: list[Image.Image]) -> np.nd
 # Both photo searches (tools/retrieval.py) and the choice of the heads' weights (tools/train/
 # image_encoder_calibration.py) score with these: a term max(log p(value | photo), FACET_FLOOR) per head,
 # weighted and added to the cosine score.
+
 
 def head_logprobs(model: Any, vectors: np.ndarray) -> dict[str, np.ndarray]:
     """{field: (N, its values) log p(value | photo)} from a tower's attribute heads, for image vectors (N, D)."""
@@ -317,8 +340,9 @@ def facet_terms(logp: np.ndarray, values: np.ndarray | int) -> np.ndarray:
     return np.where(values >= 0, np.maximum(chosen, FACET_FLOOR), FACET_FLOOR)
 
 
-def named_value_terms(logp: Mapping[str, np.ndarray], heads: Mapping[str, list[str]],
-                      named: Mapping[str, str]) -> dict[str, np.ndarray]:
+def named_value_terms(
+    logp: Mapping[str, np.ndarray], heads: Mapping[str, list[str]], named: Mapping[str, str]
+) -> dict[str, np.ndarray]:
     """Words against photos: {field: (N,) facet term of the value the words name} from photos' (N, V) log p."""
     return {name: facet_terms(logp[name], heads[name].index(value)) for name, value in named.items()}
 

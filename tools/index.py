@@ -63,13 +63,19 @@ def connect(settings: Settings) -> Any:
     if settings.chroma_url:
         url = urlparse(settings.chroma_url if "://" in settings.chroma_url else "http://" + settings.chroma_url)
         try:
-            client = chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
-                                         ssl=url.scheme == "https", settings=chroma_settings)
+            client = chromadb.HttpClient(
+                host=url.hostname or "127.0.0.1",
+                port=url.port or 8000,
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
             client.heartbeat()
         except Exception as exc:  # connection refused, DNS, TLS: all mean the same to the user
-            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url} ({exc.__class__.__name__}: "
-                              f"{exc}). Start one with `chroma run --path DIR --port {url.port or 8000}` "
-                              "or drop --chroma-url to use the embedded store.") from None
+            raise StoreError(
+                f"cannot reach the Chroma server at {settings.chroma_url} ({exc.__class__.__name__}: "
+                f"{exc}). Start one with `chroma run --path DIR --port {url.port or 8000}` "
+                "or drop --chroma-url to use the embedded store."
+            ) from None
         return client
     path = settings.home / "chroma"
     path.mkdir(parents=True, exist_ok=True)
@@ -98,18 +104,24 @@ class CatalogIndex:
         return self.settings.chroma_url or str(self.settings.home / "chroma")
 
     def _failure(self, exc: Exception, what: str = "") -> StoreError:
-        return StoreError(f"the Chroma store at {self._where()} failed ({exc.__class__.__name__}: {exc})"
-                          + (f" {what}" if what else ""))
+        return StoreError(
+            f"the Chroma store at {self._where()} failed ({exc.__class__.__name__}: {exc})"
+            + (f" {what}" if what else "")
+        )
 
     # -- collection ---------------------------------------------------------------------------------
     def collection(self, create: bool = False) -> Any:
         if self._collection is None:
             if create:
                 self._collection = self.client.get_or_create_collection(
-                    self.name, configuration={"hnsw": dict(HNSW)}, embedding_function=None)
+                    self.name, configuration={"hnsw": dict(HNSW)}, embedding_function=None
+                )
             else:
-                self._collection = self._open(self.name, f"catalog '{self.catalog}' is not indexed in {self._where()}: "
-                                                         f"run `recagent index --catalog {self.catalog}` first.")
+                self._collection = self._open(
+                    self.name,
+                    f"catalog '{self.catalog}' is not indexed in {self._where()}: "
+                    f"run `recagent index --catalog {self.catalog}` first.",
+                )
         return self._collection
 
     def _open(self, name: str, missing: str) -> Any:
@@ -156,8 +168,13 @@ class CatalogIndex:
             offset += page
 
     # -- indexing -----------------------------------------------------------------------------------
-    def index(self, catalog: Catalog, batch_size: int = 256, progress: bool = True,
-              embed: Callable[[list[str]], np.ndarray] | None = None) -> IndexReport:
+    def index(
+        self,
+        catalog: Catalog,
+        batch_size: int = 256,
+        progress: bool = True,
+        embed: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> IndexReport:
         """Embed and upsert new or changed items; remove items no longer in the catalog.
 
         Each batch is one upsert, so an interrupted run leaves only whole batches behind and a rerun
@@ -185,15 +202,19 @@ class CatalogIndex:
                 if stop.requested:
                     report.interrupted = True
                     break
-                batch = todo[lo: lo + batch_size]
+                batch = todo[lo : lo + batch_size]
                 vectors = embed([it.document() for it in batch])
                 try:
-                    col.upsert(ids=[it.id for it in batch], embeddings=vectors,
-                               metadatas=[chroma_metadata(it) for it in batch],
-                               documents=[it.document() for it in batch])
+                    col.upsert(
+                        ids=[it.id for it in batch],
+                        embeddings=vectors,
+                        metadatas=[chroma_metadata(it) for it in batch],
+                        documents=[it.document() for it in batch],
+                    )
                 except Exception as exc:
-                    raise self._failure(exc, f"after writing {report.added + report.updated} items; "
-                                             "rerun the same command to continue") from None
+                    raise self._failure(
+                        exc, f"after writing {report.added + report.updated} items; rerun the same command to continue"
+                    ) from None
                 report.updated += sum(it.id in existing for it in batch)
                 report.added += sum(it.id not in existing for it in batch)
                 bar.update(len(batch))
@@ -207,7 +228,7 @@ class CatalogIndex:
         """Remove the entries of items no longer in the catalog, in pages; how many."""
         try:
             for lo in range(0, len(ids), 1000):
-                col.delete(ids=ids[lo: lo + 1000])
+                col.delete(ids=ids[lo : lo + 1000])
         except Exception as exc:
             raise self._failure(exc, f"while removing {what} no longer in the catalog") from None
         return len(ids)
@@ -215,15 +236,24 @@ class CatalogIndex:
     def _record_fields(self, catalog: Catalog) -> None:
         col = self.collection(create=True)
         meta = dict(col.metadata or {})
-        wanted = {"fields": json.dumps(describe_fields(catalog.items)), "catalog": catalog.name,
-                  "source": catalog.source}
+        wanted = {
+            "fields": json.dumps(describe_fields(catalog.items)),
+            "catalog": catalog.name,
+            "source": catalog.source,
+        }
         if any(meta.get(k) != v for k, v in wanted.items()):
             meta.update(wanted)
             col.modify(metadata=meta)
 
     # -- search -------------------------------------------------------------------------------------
-    def search(self, query: str | None = None, k: int = 10, where: dict | None = None,
-               vector: np.ndarray | None = None, exclude: Iterable[str] = ()) -> list[Hit]:
+    def search(
+        self,
+        query: str | None = None,
+        k: int = 10,
+        where: dict | None = None,
+        vector: np.ndarray | None = None,
+        exclude: Iterable[str] = (),
+    ) -> list[Hit]:
         """Top-k items by cosine similarity to the query text (or a given vector), optionally filtered."""
         if vector is None:
             vector = embed_texts([query or ""], self.settings)[0]
@@ -233,8 +263,12 @@ class CatalogIndex:
         exclude = set(exclude)
         try:
             n = min(k + len(exclude), max(col.count(), 1))
-            got = col.query(query_embeddings=[list(map(float, vector))], n_results=n, where=where or None,
-                            include=["metadatas", "distances"])
+            got = col.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=n,
+                where=where or None,
+                include=["metadatas", "distances"],
+            )
         except Exception as exc:
             raise self._failure(exc) from None
         hits = []
@@ -251,11 +285,15 @@ class CatalogIndex:
         if self._images is None:
             name = self.name[:54] + "-images"
             if create:
-                self._images = self.client.get_or_create_collection(name, configuration={"hnsw": dict(HNSW)},
-                                                                    embedding_function=None)
+                self._images = self.client.get_or_create_collection(
+                    name, configuration={"hnsw": dict(HNSW)}, embedding_function=None
+                )
             else:
-                self._images = self._open(name, f"catalog '{self.catalog}' has no image vectors: run "
-                                                f"`recagent index --catalog {self.catalog}` (with images)")
+                self._images = self._open(
+                    name,
+                    f"catalog '{self.catalog}' has no image vectors: run "
+                    f"`recagent index --catalog {self.catalog}` (with images)",
+                )
         return self._images
 
     def image_encoder_key(self) -> str | None:
@@ -265,7 +303,9 @@ class CatalogIndex:
         except StoreError:
             return None
 
-    def index_images(self, catalog: Catalog, encoder: ImageEncoder, batch_size: int = 64, progress: bool = True) -> IndexReport:
+    def index_images(
+        self, catalog: Catalog, encoder: ImageEncoder, batch_size: int = 64, progress: bool = True
+    ) -> IndexReport:
         """Embed and upsert the photo of every new or changed item with an image; resumable like `index`."""
         start = time.perf_counter()
         items = [it for it in catalog.items if it.image]
@@ -289,7 +329,7 @@ class CatalogIndex:
                     report.interrupted = True
                     break
                 batch, photos = [], []
-                for it in todo[lo: lo + batch_size]:
+                for it in todo[lo : lo + batch_size]:
                     try:
                         photos.append(load_image(str(it.image)))  # items without an image were left out
                         batch.append(it)
@@ -304,20 +344,28 @@ class CatalogIndex:
                         raise self._failure(exc, "while writing image vectors; rerun to continue") from None
                     report.updated += sum(it.id in existing for it in batch)
                     report.added += sum(it.id not in existing for it in batch)
-                bar.update(len(todo[lo: lo + batch_size]))
+                bar.update(len(todo[lo : lo + batch_size]))
         if not report.interrupted:
             report.removed = self._delete(col, stale, "image vectors")
         report.seconds = time.perf_counter() - start
         return report
 
-    def search_images(self, vector: np.ndarray, k: int = 10, where: dict | None = None, exclude: Iterable[str] = (),
-                      encoder_key: str | None = None) -> list[Hit]:
+    def search_images(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        where: dict | None = None,
+        exclude: Iterable[str] = (),
+        encoder_key: str | None = None,
+    ) -> list[Hit]:
         """Top-k items whose photo is closest to the vector (a photo's or, in a shared space, a text's)."""
         col = self.image_collection()
         stored = (col.metadata or {}).get("encoder")
         if encoder_key and stored != encoder_key:
-            raise StoreError(f"the image vectors of '{self.catalog}' were made by another image encoder "
-                             f"({stored}); rerun `recagent index --catalog {self.catalog}`")
+            raise StoreError(
+                f"the image vectors of '{self.catalog}' were made by another image encoder "
+                f"({stored}); rerun `recagent index --catalog {self.catalog}`"
+            )
         return self._query(col, vector, k, where, exclude)
 
     def vectors(self, ids: list[str], images: bool = False) -> dict:

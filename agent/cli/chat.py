@@ -21,18 +21,37 @@ from .options import agent_for, asr_options, feedback_options, llm_options, with
 @main.command()
 @click.argument("text", required=False)
 @click.option("--catalog", "-c", default="movies", show_default=True)
-@click.option("--image", type=click.Path(dir_okay=False),
-              help="A photo: items that look like it, changed as TEXT says (\"like this but in black\").")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False),
+    help='A photo: items that look like it, changed as TEXT says ("like this but in black").',
+)
 @click.option("--audio", type=click.Path(dir_okay=False), help="A recording to transcribe (instead of TEXT).")
-@click.option("--conversation", "conversation_file", type=click.Path(dir_okay=False),
-              help="Read the conversation from this JSON file first and write it back updated.")
+@click.option(
+    "--conversation",
+    "conversation_file",
+    type=click.Path(dir_okay=False),
+    help="Read the conversation from this JSON file first and write it back updated.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print {reply, items, tool_calls, timings}.")
 @llm_options
 @asr_options
 @click.pass_obj
-def ask(settings: Settings, text: str | None, catalog: str, image: str | None, audio: str | None,
-        conversation_file: str | None, as_json: bool, llm_kind: str, model: str | None, base_url: str | None,
-        timeout: float, asr_backend: str | None, asr_model: str | None) -> None:
+def ask(
+    settings: Settings,
+    text: str | None,
+    catalog: str,
+    image: str | None,
+    audio: str | None,
+    conversation_file: str | None,
+    as_json: bool,
+    llm_kind: str,
+    model: str | None,
+    base_url: str | None,
+    timeout: float,
+    asr_backend: str | None,
+    asr_model: str | None,
+) -> None:
     """One turn without interaction: TEXT in, a reply with recommended items out."""
     conversation = None
     if conversation_file and Path(conversation_file).is_file():
@@ -61,13 +80,27 @@ def ask(settings: Settings, text: str | None, catalog: str, image: str | None, a
 @asr_options
 @feedback_options
 @click.pass_obj
-def chat(settings: Settings, catalog: str, llm_kind: str, model: str | None, base_url: str | None, timeout: float,
-         asr_backend: str | None, asr_model: str | None, user: str | None, feedback: bool | None,
-         share_text: bool | None) -> None:
+def chat(
+    settings: Settings,
+    catalog: str,
+    llm_kind: str,
+    model: str | None,
+    base_url: str | None,
+    timeout: float,
+    asr_backend: str | None,
+    asr_model: str | None,
+    user: str | None,
+    feedback: bool | None,
+    share_text: bool | None,
+) -> None:
     """Talk to recagent in a REPL (/help for commands)."""
     settings = with_asr(settings, asr_backend, asr_model)
-    run_repl(agent_for(settings, catalog, llm_kind, model, base_url, timeout), user=user, feedback=feedback,
-             share_text=share_text)
+    run_repl(
+        agent_for(settings, catalog, llm_kind, model, base_url, timeout),
+        user=user,
+        feedback=feedback,
+        share_text=share_text,
+    )
 
 
 @main.command()
@@ -80,5 +113,3 @@ def forget(settings: Settings, user: str) -> None:
         click.echo(f"deleted {deleted} feedback event{'s' if deleted != 1 else ''} of {user}")
     else:
         click.echo(f"nothing stored for {user}")
-
-

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
-from recagent.agent.llm import LLM, ReplayLLM, make_llm
-from recagent.evals import eval_dialogues as dialogues
 from recagent.evals import eval_images as images
 from recagent.evals import eval_movielens as movielens
 from recagent.evals import eval_redial as redial
 from recagent.evals import eval_voice as voice
-from recagent.evals import report, simulate
 from recagent.evals.common import write_json
 from recagent.tools.datasets.redial import compare_mappings, write_mapping
-from recagent.tools.errors import ConfigError, ScriptError
 from recagent.tools.settings import Settings
 
 from .app import main
-from .options import F, llm_options
+from .options import comma_list
 
 
 @main.group("eval")
@@ -32,20 +25,33 @@ def eval_group() -> None:
 
 @eval_group.command("voice")
 @click.option("--n", default=50, show_default=True, help="How many ReDial seeker turns to speak.")
-@click.option("--models", default="whisper-tiny-en,whisper-base", show_default=True,
-              help="Speech models, comma-separated.")
-@click.option("--backends", default="faster-whisper,openai-whisper", show_default=True,
-              help="Speech backends, comma-separated.")
-@click.option("--float32/--no-float32", default=True, show_default=True,
-              help="Also run faster-whisper with float32 weights (shows what int8 changes).")
-@click.option("--repeats", default=1, show_default=True,
-              help="Time each transcription this many times and keep the fastest (for a busy machine).")
+@click.option(
+    "--models", default="whisper-tiny-en,whisper-base", show_default=True, help="Speech models, comma-separated."
+)
+@click.option(
+    "--backends", default="faster-whisper,openai-whisper", show_default=True, help="Speech backends, comma-separated."
+)
+@click.option(
+    "--float32/--no-float32",
+    default=True,
+    show_default=True,
+    help="Also run faster-whisper with float32 weights (shows what int8 changes).",
+)
+@click.option(
+    "--repeats",
+    default=1,
+    show_default=True,
+    help="Time each transcription this many times and keep the fastest (for a busy machine).",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
-def eval_voice(settings: Settings, n: int, models: str, backends: str, float32: bool, repeats: int,
-               json_out: str | None) -> None:
+def eval_voice(
+    settings: Settings, n: int, models: str, backends: str, float32: bool, repeats: int, json_out: str | None
+) -> None:
     """Word error rate, speed and retrieval of spoken ReDial requests, per speech backend and model."""
-    results = voice.run_voice_eval(settings, n, _names(models), _names(backends), float32=float32, repeats=repeats)
+    results = voice.run_voice_eval(
+        settings, n, comma_list(models), comma_list(backends), float32=float32, repeats=repeats
+    )
     if json_out:
         write_json(results, json_out)
         click.echo(f"wrote {json_out}")
@@ -58,59 +64,102 @@ def eval_voice(settings: Settings, n: int, models: str, backends: str, float32: 
 @click.pass_obj
 def eval_images(settings: Settings, near_duplicates: int, json_out: str | None, quiet: bool) -> None:
     """Photo retrieval on the 1,000 held-out fashion products: type, colour, text->image, near-duplicates."""
-    figures = images.evaluate_images(settings, near_duplicates=near_duplicates, progress=not quiet,
-                                     log=lambda m: click.echo(m, err=True))
+    figures = images.evaluate_images(
+        settings, near_duplicates=near_duplicates, progress=not quiet, log=lambda m: click.echo(m, err=True)
+    )
     click.echo(images.format_table(figures))
-    click.echo(f"({figures['gallery']:,} photos, {figures['held_out_queries']} held-out queries, "
-               f"{figures['seconds']:.0f} s; encoder {figures['encoder']})")
+    click.echo(
+        f"({figures['gallery']:,} photos, {figures['held_out_queries']} held-out queries, "
+        f"{figures['seconds']:.0f} s; encoder {figures['encoder']})"
+    )
     if json_out:
         write_json(figures, json_out)
         click.echo(f"wrote {json_out}")
 
 
 @eval_group.command("redial")
-@click.option("--data", "data_file", type=click.Path(dir_okay=False, exists=True),
-              help="ReDial JSON-lines file [default DATA/redial/dev.jsonl].")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="ReDial JSON-lines file [default DATA/redial/dev.jsonl].",
+)
 @click.option("--limit", type=int, help="Only the first N dialogues.")
-@click.option("--planner", type=click.Choice(["none", "local", "openai", "scripted"]), default="none",
-              show_default=True, help="none: the recommendation pipeline without the LLM (fast); local/openai: the "
-                                      "full agent on each sample (slow: use --limit).")
+@click.option(
+    "--planner",
+    type=click.Choice(["none", "local", "openai", "scripted"]),
+    default="none",
+    show_default=True,
+    help="none: the recommendation pipeline without the LLM (fast); local/openai: the "
+    "full agent on each sample (slow: use --limit).",
+)
 @click.option("--model", envvar="RECAGENT_LLM_MODEL", help="The planner's model (as for `ask --model`).")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint for --planner openai.")
 @click.option("--timeout", default=120.0, show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
-              help="Ranking-head checkpoint [default: the one the agent uses].")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Ranking-head checkpoint [default: the one the agent uses].",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
-def eval_redial(settings: Settings, data_file: str | None, limit: int | None, planner: str, model: str | None,
-                base_url: str | None, timeout: float, checkpoint: str | None, json_out: str | None,
-                quiet: bool) -> None:
+def eval_redial(
+    settings: Settings,
+    data_file: str | None,
+    limit: int | None,
+    planner: str,
+    model: str | None,
+    base_url: str | None,
+    timeout: float,
+    checkpoint: str | None,
+    json_out: str | None,
+    quiet: bool,
+) -> None:
     """Recall@1/10/50 on ReDial dialogues (whole MovieLens catalog ranked), beside baselines and published systems."""
     path = Path(data_file) if data_file else settings.require_data() / "redial" / "dev.jsonl"
-    figures = redial.run_redial_eval(settings, path, limit=limit, planner=planner, model=model, base_url=base_url,
-                                     timeout=timeout, checkpoint=checkpoint, progress=not quiet,
-                                     log=lambda m: click.echo(m, err=True))
+    figures = redial.run_redial_eval(
+        settings,
+        path,
+        limit=limit,
+        planner=planner,
+        model=model,
+        base_url=base_url,
+        timeout=timeout,
+        checkpoint=checkpoint,
+        progress=not quiet,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(redial.format_table(figures))
-    click.echo(f"({figures['samples']} samples from {figures['dialogues']} dialogues of {path.name}; "
-               f"{figures['catalog_size']:,} movies ranked; {figures['timings']['total_seconds']:.0f} s in all; "
-               f"system: {figures['system']})")
+    click.echo(
+        f"({figures['samples']} samples from {figures['dialogues']} dialogues of {path.name}; "
+        f"{figures['catalog_size']:,} movies ranked; {figures['timings']['total_seconds']:.0f} s in all; "
+        f"system: {figures['system']})"
+    )
     if json_out:
         write_json(figures, json_out)
         click.echo(f"wrote {json_out}")
 
 
 @eval_group.command("movielens")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
-              help="Ranking-head checkpoint [default: the one the agent uses].")
-@click.option("--tune/--no-tune", default=True, show_default=True,
-              help="Choose ALS factors and regularisation on the validation item.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Ranking-head checkpoint [default: the one the agent uses].",
+)
+@click.option(
+    "--tune/--no-tune",
+    default=True,
+    show_default=True,
+    help="Choose ALS factors and regularisation on the validation item.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
 def eval_movielens(settings: Settings, checkpoint: str | None, tune: bool, json_out: str | None) -> None:
     """The ranking head against popularity, item-kNN and ALS on MovieLens (last rating of each user held out)."""
-    figures = movielens.run_movielens_eval(settings, checkpoint=checkpoint, tune=tune,
-                                           log=lambda m: click.echo(m, err=True))
+    figures = movielens.run_movielens_eval(
+        settings, checkpoint=checkpoint, tune=tune, log=lambda m: click.echo(m, err=True)
+    )
     click.echo(movielens.format_table(figures))
     click.echo(f"({figures['users']} users, {figures['items']:,} movies, {figures['seconds']:.0f} s)")
     if json_out:
@@ -126,9 +175,11 @@ def eval_movielens(settings: Settings, checkpoint: str | None, tune: bool, json_
 def eval_redial_mapping(settings: Settings, sample: int, seed: int, out: str | None) -> None:
     """Compare the shipped ReDial -> MovieLens mapping with recagent's matcher; print rows to check by eye."""
     c = compare_mappings(settings, sample, seed)
-    click.echo(f"ReDial movies: {c['redial_movies']:,}; shipped mapping: {c['shipped']:,}; recagent's matcher: "
-               f"{c['matched']:,} ({c['same']:,} the same, {len(c['different'])} different, {c['only_shipped']} only "
-               f"in the shipped one, {c['added']} added)")
+    click.echo(
+        f"ReDial movies: {c['redial_movies']:,}; shipped mapping: {c['shipped']:,}; recagent's matcher: "
+        f"{c['matched']:,} ({c['same']:,} the same, {len(c['different'])} different, {c['only_shipped']} only "
+        f"in the shipped one, {c['added']} added)"
+    )
     click.echo(f"\n{len(c['shipped_rows'])} random rows of the shipped mapping:")
     for name, title in c["shipped_rows"]:
         click.echo(f"  {name}  ->  {title}")
@@ -140,147 +191,3 @@ def eval_redial_mapping(settings: Settings, sample: int, seed: int, out: str | N
     if out:
         write_mapping(out, c["matches"], c["names"], c["titles"])
         click.echo(f"wrote {out}")
-
-
-
-# ---- evaluation dialogues and simulated users (issue 6) ----------------------------------------------------
-
-def eval_run_options(record: str, replay: str, resume: str,
-                     more: Sequence[Callable[[Any], Any]] = ()) -> Callable[[F], F]:
-    """The options of a recorded evaluation run, in this order: --record, --replay, --resume (with the help texts
-    given), `more`, the LLM backend, --threads and --quiet."""
-    options: list[Callable[[Any], Any]] = [
-        click.option("--record", type=click.Path(dir_okay=False), help=record),
-        click.option("--replay", type=click.Path(dir_okay=False, exists=True), help=replay),
-        click.option("--resume", is_flag=True, help=resume),
-        *more,
-        llm_options,
-        click.option("--threads", type=int, help="CPU threads of the local LLM [default: every core]; 1 is faster "
-                                                 "on a machine that other jobs keep busy."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ]
-
-    def decorate(func: F) -> F:
-        for option in reversed(options):  # --help lists them in the order above
-            func = option(func)
-        return func
-
-    return decorate
-
-
-def _eval_llm(settings: Settings, replay: str | None, llm_kind: str, model: str | None, base_url: str | None,
-              timeout: float, threads: int | None = None) -> LLM:
-    """The LLM of an evaluation: a recorded run's answers with --replay (no model is loaded), else the backend."""
-    if replay:
-        return ReplayLLM(replay)
-    llm = make_llm(llm_kind, settings, model=model, base_url=base_url, timeout=timeout)
-    if threads and hasattr(llm, "threads"):
-        llm.threads = threads  # read when the model loads
-    return llm
-
-
-def _names(value: str | None) -> list[str]:
-    """A comma-separated option as a list (empty names left out)."""
-    return [name for name in (value or "").split(",") if name]
-
-
-def _write_outputs(figures: dict, json_out: str | None, report_dir: str | None,
-                   write_report: Callable[[dict, str], dict[str, Path]]) -> None:
-    """The end of an evaluation run: the figures as JSON (--json), then the report (--report), each said where."""
-    if json_out:
-        write_json(figures, json_out)
-        click.echo(f"wrote {json_out}")
-    if report_dir:
-        written = write_report(figures, report_dir)
-        click.echo(f"wrote {written['markdown']} and {written['html']}")
-
-
-def _say_recorded(recording: str | None) -> None:
-    """Where the run's LLM calls were recorded (nothing on replay)."""
-    if recording:
-        click.echo(f"LLM calls recorded in {recording} (replay with --replay {recording})")
-
-
-@eval_group.command("dialogues")
-@click.argument("path", required=False, type=click.Path(exists=True))
-@click.option("--family", "families", help="Only these families, comma-separated (basic, refinement, negation, "
-                                           "vague, voice, image, adversarial).")
-@click.option("--limit", type=int, help="Only the first N scripts (after --family).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every turn and the figures here.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False),
-              help="Write report.md, report.html and the plots into this folder.")
-@eval_run_options(
-    record="Record the LLM calls here (JSON lines) [default: OUT.llm.jsonl beside --json, else in --report, "
-           "else HOME/eval-recordings/].",
-    replay="Answer from a recording of an earlier run instead of an LLM (no model is loaded), and compare "
-           "the outcomes with the recorded ones.",
-    resume="Continue an interrupted run from its recording (--record or the default): finished scripts are kept, "
-           "the rest run.",
-    more=[click.option("--validate", is_flag=True, help="Only check the scripts (form, items, files) and exit.")])
-@click.pass_obj
-def eval_dialogues(settings: Settings, path: str | None, families: str | None, limit: int | None,
-                   json_out: str | None, report_dir: str | None, record: str | None, replay: str | None, resume: bool,
-                   validate: bool, llm_kind: str, model: str | None, base_url: str | None, timeout: float,
-                   threads: int | None, quiet: bool) -> None:
-    """Run the scripted evaluation dialogues (PATH: a script or a folder; default the packaged ones) and check
-    every expectation: pass rates per script, expectation and family, hit@k, off-catalog items, latency."""
-    try:
-        scripts = dialogues.load_scripts(path, _names(families) or None, limit)
-        if validate:
-            problems = dialogues.validate_scripts(scripts, settings)
-            for problem in problems:
-                click.echo(problem, err=True)
-            click.echo(f"{len(scripts)} scripts, {sum(len(s.turns) for s in scripts)} turns: "
-                       + (f"{len(problems)} problems" if problems else "all valid"))
-            sys.exit(1 if problems else 0)
-        llm = _eval_llm(settings, replay, llm_kind, model, base_url, timeout, threads)
-        recording = dialogues.recording_path(record, replay, json_out, report_dir, settings)
-        figures = dialogues.run_dialogues(scripts, settings, llm, record=recording, replay=replay, resume=resume,
-                                          progress=not quiet)
-    except ScriptError as exc:
-        raise ConfigError(str(exc)) from None
-    click.echo(dialogues.format_summary(figures))
-    _write_outputs(figures, json_out, report_dir, report.dialogue_report)
-    _say_recorded(figures["recording"])
-    if replay and not figures["replay"]["identical"]:
-        for line in figures["replay"]["differences"][:20]:
-            click.echo(line, err=True)
-        sys.exit(1)
-
-
-@eval_group.command("simulate")
-@click.option("--catalog", "-c", type=click.Choice(["movies", "fashion"]), default="movies", show_default=True)
-@click.option("--n", default=30, show_default=True, help="Simulated users (hidden targets) per mode.")
-@click.option("--modes", default="text", show_default=True, help="Comma-separated: text, voice, image.")
-@click.option("--k", default=10, show_default=True, help="Items the agent lists each turn; success means the "
-                                                         "target is among them.")
-@click.option("--turns", "max_turns", default=5, show_default=True, help="The most turns a user takes.")
-@click.option("--seed", default=0, show_default=True, help="Which targets are drawn.")
-@click.option("--writer/--no-writer", default=True, show_default=True,
-              help="Let the LLM write each reply's sentence; --no-writer puts a fixed one (the items are the same, "
-                   "a turn takes about half the time; latency then leaves the writing out).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every dialogue and the figures here.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write a Markdown/HTML report here.")
-@eval_run_options(
-    record="Record the LLM calls here (JSON lines).",
-    replay="Answer from a recording of an earlier run instead of an LLM.",
-    resume="Continue an interrupted run from its recording: finished users are kept.")
-@click.pass_obj
-def eval_simulate(settings: Settings, catalog: str, n: int, modes: str, k: int, max_turns: int, seed: int,
-                  writer: bool, json_out: str | None, report_dir: str | None, record: str | None, replay: str | None,
-                  resume: bool, llm_kind: str, model: str | None, base_url: str | None, timeout: float,
-                  threads: int | None, quiet: bool) -> None:
-    """Simulated users with a hidden target describe it turn by turn (never naming it): success@k within the
-    turn budget, turns needed and title leaks, per mode (text, voice, image)."""
-    llm = _eval_llm(settings, replay, llm_kind, model, base_url, timeout, threads)
-    recording = dialogues.recording_path(record, replay, json_out, None, settings)
-    figures = simulate.run_simulation(settings, llm, catalog, n, _names(modes), k=k, max_turns=max_turns, seed=seed,
-                                      record=recording, replay=replay, writer=writer, resume=resume,
-                                      progress=not quiet)
-    click.echo(simulate.format_simulation(figures))
-    _say_recorded(figures["recording"])
-    _write_outputs(figures, json_out, report_dir, report.simulate_report)
-    if figures["leaks"]:
-        click.echo(f"Error: the simulated user named its target {figures['leaks']} times", err=True)
-        sys.exit(1)
-

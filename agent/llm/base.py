@@ -25,5 +25,11 @@ class LLM(Protocol):
 
     name: str
 
-    def complete(self, messages: list[dict], *, schema: dict | None = None, max_tokens: int = 256,
-                 on_token: OnToken | None = None) -> Completion: ...
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        on_token: OnToken | None = None,
+    ) -> Completion: ...

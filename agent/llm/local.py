@@ -33,15 +33,22 @@ class LocalLLM:
             except ImportError:
                 raise LLMError("the local LLM needs llama-cpp-python: pip install 'recagent[local]'") from None
 
-            self._llama = Llama(self.model_path, n_ctx=self.n_ctx, n_threads=self.threads, n_batch=512,
-                                seed=self.seed, verbose=False)
+            self._llama = Llama(
+                self.model_path, n_ctx=self.n_ctx, n_threads=self.threads, n_batch=512, seed=self.seed, verbose=False
+            )
             # Keep the KV state of recent prompts: the planner's long fixed prefix is evaluated once,
             # even when reply-writing calls and other conversations come in between.
             self._llama.set_cache(LlamaRAMCache(capacity_bytes=1 << 30))
         return self._llama
 
-    def complete(self, messages: list[dict], *, schema: dict | None = None, max_tokens: int = 256,
-                 on_token: OnToken | None = None) -> Completion:
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        on_token: OnToken | None = None,
+    ) -> Completion:
         with self._lock:
             llama = self._model()
             kwargs: dict[str, Any] = {"temperature": 0.0, "max_tokens": max_tokens, "stream": True}
@@ -64,9 +71,13 @@ class LocalLLM:
             end = time.perf_counter()
             first = first or end
             text = "".join(pieces)
-            return Completion(text, prompt_tokens=_n_prompt_tokens(llama), completion_tokens=len(
-                llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0,
-                prompt_seconds=first - started, generation_seconds=end - first)
+            return Completion(
+                text,
+                prompt_tokens=_n_prompt_tokens(llama),
+                completion_tokens=len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0,
+                prompt_seconds=first - started,
+                generation_seconds=end - first,
+            )
 
 
 def _n_prompt_tokens(llama: Any) -> int:

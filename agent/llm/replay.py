@@ -14,8 +14,9 @@ from .base import LLM, Completion, OnToken
 
 def call_key(messages: list[dict], schema: dict | None, max_tokens: int) -> str:
     """A short hash of everything that decides an LLM answer: the messages, the schema and the token limit."""
-    blob = json.dumps({"messages": messages, "schema": schema, "max_tokens": max_tokens}, sort_keys=True,
-                      ensure_ascii=False)
+    blob = json.dumps(
+        {"messages": messages, "schema": schema, "max_tokens": max_tokens}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -30,8 +31,14 @@ class RecordingLLM:
         self._file = open(path, mode, encoding="utf-8")
         self._lock = threading.Lock()
 
-    def complete(self, messages: list[dict], *, schema: dict | None = None, max_tokens: int = 256,
-                 on_token: OnToken | None = None) -> Completion:
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        on_token: OnToken | None = None,
+    ) -> Completion:
         chunks: list[str] = []
 
         def keep(token: str) -> None:
@@ -39,17 +46,30 @@ class RecordingLLM:
             if on_token:
                 on_token(token)
 
-        record = {"kind": "llm", "call": self.calls, "key": call_key(messages, schema, max_tokens),
-                  "messages": messages, "schema": schema, "max_tokens": max_tokens}
+        record = {
+            "kind": "llm",
+            "call": self.calls,
+            "key": call_key(messages, schema, max_tokens),
+            "messages": messages,
+            "schema": schema,
+            "max_tokens": max_tokens,
+        }
         try:
             completion = self.inner.complete(messages, schema=schema, max_tokens=max_tokens, on_token=keep)
         except LLMError as exc:  # a failure is part of the run too: replay raises it again
             self.write({**record, "error": str(exc)})
             raise
-        self.write({**record, "text": completion.text, "chunks": chunks,
-                    "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                    "prompt_seconds": round(completion.prompt_seconds, 4),
-                    "generation_seconds": round(completion.generation_seconds, 4)})
+        self.write(
+            {
+                **record,
+                "text": completion.text,
+                "chunks": chunks,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "prompt_seconds": round(completion.prompt_seconds, 4),
+                "generation_seconds": round(completion.generation_seconds, 4),
+            }
+        )
         return completion
 
     def write(self, record: dict) -> None:
@@ -88,24 +108,35 @@ class ReplayLLM:
         self.name = f"replay:{model or os.path.basename(path)}"
         self.position = 0
 
-    def complete(self, messages: list[dict], *, schema: dict | None = None, max_tokens: int = 256,
-                 on_token: OnToken | None = None) -> Completion:
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        on_token: OnToken | None = None,
+    ) -> Completion:
         if self.position >= len(self.records):
             raise ReplayError(f"the run makes more LLM calls than {self.path} recorded ({len(self.records)})")
         record = self.records[self.position]
         if call_key(messages, schema, max_tokens) != record["key"]:
-            raise ReplayError(f"LLM call {self.position + 1} differs from the recording {self.path}: "
-                              f"{_first_difference(record, messages, schema, max_tokens)}")
+            raise ReplayError(
+                f"LLM call {self.position + 1} differs from the recording {self.path}: "
+                f"{_first_difference(record, messages, schema, max_tokens)}"
+            )
         self.position += 1
         if "error" in record:
             raise LLMError(record["error"])
         if on_token:
             for chunk in record.get("chunks") or [record["text"]]:
                 on_token(chunk)
-        return Completion(record["text"], prompt_tokens=record.get("prompt_tokens", 0),
-                          completion_tokens=record.get("completion_tokens", 0),
-                          prompt_seconds=record.get("prompt_seconds", 0.0),
-                          generation_seconds=record.get("generation_seconds", 0.0))
+        return Completion(
+            record["text"],
+            prompt_tokens=record.get("prompt_tokens", 0),
+            completion_tokens=record.get("completion_tokens", 0),
+            prompt_seconds=record.get("prompt_seconds", 0.0),
+            generation_seconds=record.get("generation_seconds", 0.0),
+        )
 
     def unused(self) -> int:
         """Recorded calls the run did not make."""
@@ -119,5 +150,7 @@ def _first_difference(record: dict, messages: list[dict], schema, max_tokens: in
     old = record.get("messages") or []
     for n, (a, b) in enumerate(zip(old, messages), 1):
         if a != b:
-            return f"message {n} ({b.get('role')}) was {a.get('content', '')[-80:]!r}, now {b.get('content', '')[-80:]!r}"
+            return (
+                f"message {n} ({b.get('role')}) was {a.get('content', '')[-80:]!r}, now {b.get('content', '')[-80:]!r}"
+            )
     return f"{len(old)} messages were recorded, now {len(messages)}"

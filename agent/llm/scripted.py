@@ -1,4 +1,4 @@
-"""The scripted fake: answers from a list, for fast, deterministic tests of the agent loop (and of other applications)."""
+"""The scripted fake: answers from a list, for fast, deterministic tests of the agent loop and other applications."""
 
 from __future__ import annotations
 
@@ -23,8 +23,14 @@ class ScriptedLLM:
     name: str = "scripted"
     calls: list = field(default_factory=list)
 
-    def complete(self, messages: list[dict], *, schema: dict | None = None, max_tokens: int = 256,
-                 on_token: OnToken | None = None) -> Completion:
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        on_token: OnToken | None = None,
+    ) -> Completion:
         self.calls.append({"messages": messages, "schema": schema})
         if not self.script:
             raise LLMError("the scripted LLM has no answer left")
@@ -37,5 +43,6 @@ class ScriptedLLM:
         if on_token:
             for word in re.findall(r"\S+\s*", text):
                 on_token(word)
-        return Completion(text, prompt_tokens=sum(len(m["content"].split()) for m in messages),
-                          completion_tokens=len(text.split()))
+        return Completion(
+            text, prompt_tokens=sum(len(m["content"].split()) for m in messages), completion_tokens=len(text.split())
+        )

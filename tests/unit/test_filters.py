@@ -13,9 +13,13 @@ from recagent.tools.filters import (
     where_fields,
 )
 
-FIELDS = {"genres": {"type": "list", "values": ["Comedy", "Horror"]}, "year": {"type": "int"},
-          "baseColour": {"type": "str", "values": ["Navy Blue", "Red"]}, "articleType": {"type": "str"},
-          "price": {"type": "float"}}
+FIELDS = {
+    "genres": {"type": "list", "values": ["Comedy", "Horror"]},
+    "year": {"type": "int"},
+    "baseColour": {"type": "str", "values": ["Navy Blue", "Red"]},
+    "articleType": {"type": "str"},
+    "price": {"type": "float"},
+}
 
 
 def test_one_filter_is_read_into_its_parts():
@@ -28,7 +32,8 @@ def test_one_filter_is_read_into_its_parts():
 
 def test_where_filters_are_checked_against_the_catalog_fields():
     assert parse_where(["genre=comedy", "year=1990..1999"], FIELDS) == {
-        "$and": [{"genres": {"$contains": "Comedy"}}, {"year": {"$gte": 1990}}, {"year": {"$lte": 1999}}]}
+        "$and": [{"genres": {"$contains": "Comedy"}}, {"year": {"$gte": 1990}}, {"year": {"$lte": 1999}}]
+    }
     assert parse_where(["colour!=navy blue"], FIELDS) == {"baseColour": {"$ne": "Navy Blue"}}
     assert parse_where(["genres!=Horror"], FIELDS) == {"genres": {"$not_contains": "Horror"}}
     assert parse_where(["price<9.5"], FIELDS) == {"price": {"$lt": 9.5}}

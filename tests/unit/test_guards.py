@@ -2,9 +2,13 @@
 
 from recagent.agent.guards import allowed_filters, asked_for, is_negative, named_values, rejected_positions
 
-FIELDS = {"genres": {"type": "list", "values": ["Comedy", "Horror", "Romance", "Sci-Fi"]}, "year": {"type": "int"},
-          "baseColour": {"type": "str", "values": ["Black", "Navy Blue", "Blue", "Red"]},
-          "articleType": {"type": "str", "values": ["Tshirts", "Watches"]}, "title": {"type": "str"}}
+FIELDS = {
+    "genres": {"type": "list", "values": ["Comedy", "Horror", "Romance", "Sci-Fi"]},
+    "year": {"type": "int"},
+    "baseColour": {"type": "str", "values": ["Black", "Navy Blue", "Blue", "Red"]},
+    "articleType": {"type": "str", "values": ["Tshirts", "Watches"]},
+    "title": {"type": "str"},
+}
 
 
 def test_a_filter_counts_as_asked_for_by_its_value_a_synonym_or_a_time_word():
@@ -34,11 +38,15 @@ def test_rejections_need_a_negative_word_and_come_from_the_words_when_the_planne
 
 
 def test_allowed_filters_keep_what_was_asked_for_or_already_stands():
-    good, notes = allowed_filters(["genre=Comedy", "genre!=Comedy", "year<1970", "size=3"], "a funny film", FIELDS,
-                                  standing=[])
+    good, notes = allowed_filters(
+        ["genre=Comedy", "genre!=Comedy", "year<1970", "size=3"], "a funny film", FIELDS, standing=[]
+    )
     assert good == ["genre=Comedy"]
-    assert [n.split(":")[0] for n in notes] == ["ignored filter 'genre!=Comedy'", "ignored filter 'year<1970'",
-                                                "ignored filter 'size=3'"]
+    assert [n.split(":")[0] for n in notes] == [
+        "ignored filter 'genre!=Comedy'",
+        "ignored filter 'year<1970'",
+        "ignored filter 'size=3'",
+    ]
     good, _ = allowed_filters(["year<1970"], "another one", FIELDS, standing=["year<1970"])
     assert good == ["year<1970"]  # a standing constraint holds without being said again
     good, _ = allowed_filters([], "like this but in black", FIELDS, standing=[], photo_turn=True)

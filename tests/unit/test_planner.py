@@ -27,13 +27,16 @@ def ask(question: str) -> None:
 TOOLS = {"search": search, "ask": ask}
 
 
-@pytest.mark.parametrize("raw", [
-    '{"tool": "search", "args": {"query": "sharks"}}',
-    '```json\n{"tool": "search", "args": {"query": "sharks"}}\n```',
-    'Sure! Here it is: {"tool": "search", "args": {"query": "sharks"}} Hope that helps.',
-    '{"tool": "search", "args": {"query": "sharks"',  # cut off by the token limit
-    '{"tool": "search", "args": {"query": "sharks",',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"tool": "search", "args": {"query": "sharks"}}',
+        '```json\n{"tool": "search", "args": {"query": "sharks"}}\n```',
+        'Sure! Here it is: {"tool": "search", "args": {"query": "sharks"}} Hope that helps.',
+        '{"tool": "search", "args": {"query": "sharks"',  # cut off by the token limit
+        '{"tool": "search", "args": {"query": "sharks",',
+    ],
+)
 def test_broken_answers_are_repaired(raw):
     assert parse_json_object(raw) == {"tool": "search", "args": {"query": "sharks"}}
 
@@ -49,8 +52,14 @@ def test_what_cannot_be_repaired_says_why():
 
 def test_the_schema_comes_from_the_type_hints():
     schemas = tool_schemas(TOOLS)
-    assert schemas["search"] == {"type": "object", "required": ["query"], "properties": {
-        "query": {"type": "string"}, "filters": {"type": "array", "items": {"type": "string"}, "maxItems": 4}}}
+    assert schemas["search"] == {
+        "type": "object",
+        "required": ["query"],
+        "properties": {
+            "query": {"type": "string"},
+            "filters": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+        },
+    }
     alternatives = plan_schema(schemas)["anyOf"]
     assert [a["properties"]["tool"] for a in alternatives] == [{"const": "search"}, {"const": "ask"}]
     assert accepted_args({"query": "x", "mood": "y"}, search) == {"query": "x"}

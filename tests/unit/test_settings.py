@@ -5,8 +5,17 @@ import pytest
 from recagent.tools.errors import ConfigError
 from recagent.tools.settings import Settings
 
-ENV = ("RECAGENT_CONFIG", "RECAGENT_CHROMA_URL", "RECAGENT_DATA", "RECAGENT_ASR_BACKEND", "RECAGENT_ASR_MODEL",
-       "RECAGENT_MAX_AUDIO_SECONDS", "RECAGENT_USER", "RECAGENT_FEEDBACK", "RECAGENT_FEEDBACK_TEXT")
+ENV = (
+    "RECAGENT_CONFIG",
+    "RECAGENT_CHROMA_URL",
+    "RECAGENT_DATA",
+    "RECAGENT_ASR_BACKEND",
+    "RECAGENT_ASR_MODEL",
+    "RECAGENT_MAX_AUDIO_SECONDS",
+    "RECAGENT_USER",
+    "RECAGENT_FEEDBACK",
+    "RECAGENT_FEEDBACK_TEXT",
+)
 
 
 @pytest.fixture(autouse=True)

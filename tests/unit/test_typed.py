@@ -34,8 +34,11 @@ def public_functions():
 
 def missing_hints(func) -> list[str]:
     signature = inspect.signature(func)
-    missing = [p.name for p in signature.parameters.values()
-               if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty]
+    missing = [
+        p.name
+        for p in signature.parameters.values()
+        if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty
+    ]
     if signature.return_annotation is inspect.Signature.empty and func.__name__ != "__init__":
         missing.append("return")
     return missing

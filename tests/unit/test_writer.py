@@ -5,13 +5,21 @@ from recagent.tools.catalog import PROFILES, CatalogProfile
 from recagent.tools.ranking.simple import Ranked
 from recagent.tools.text import title_key
 
-CATALOG = [title_key(t) for t in ("The Matrix (1999)", "Toy Story (1995)", "Finding Nemo (2003)", "Heat (1995)",
-                                  "The Matrix Reloaded (2003)")]
+CATALOG = [
+    title_key(t)
+    for t in (
+        "The Matrix (1999)",
+        "Toy Story (1995)",
+        "Finding Nemo (2003)",
+        "Heat (1995)",
+        "The Matrix Reloaded (2003)",
+    )
+]
 
 
 def test_sentences_naming_other_titles_are_removed():
     allowed = {title_key("Toy Story (1995)")}
-    text = "Toy Story is a classic. You will also love Finding Nemo! \"Shrek\" is great too. Enjoy them all."
+    text = 'Toy Story is a classic. You will also love Finding Nemo! "Shrek" is great too. Enjoy them all.'
     kept, removed = ground_text(text, allowed, CATALOG)
     assert kept == "Toy Story is a classic. Enjoy them all."
     assert removed == ["finding nemo", "Shrek"]
@@ -38,10 +46,15 @@ def test_the_stream_shows_each_grounded_sentence_as_soon_as_it_is_complete():
 
 
 def test_reasons_come_from_the_fields_the_profile_names():
-    movie = {"genres": ["Crime", "Drama", "Thriller", "Action"], "tags": ["heist", "los angeles"], "rating": 4.03,
-             "ratings": 102}
-    assert reason(movie, PROFILES["movies"]) == ("crime, drama, thriller; known for heist, los angeles; "
-                                                 "rated 4.0/5 by 102 MovieLens users")
+    movie = {
+        "genres": ["Crime", "Drama", "Thriller", "Action"],
+        "tags": ["heist", "los angeles"],
+        "rating": 4.03,
+        "ratings": 102,
+    }
+    assert reason(movie, PROFILES["movies"]) == (
+        "crime, drama, thriller; known for heist, los angeles; rated 4.0/5 by 102 MovieLens users"
+    )
     assert reason({**movie, "ratings": 9}, PROFILES["movies"]).endswith("los angeles")  # too few ratings to say
     shirt = {"baseColour": "Navy Blue", "articleType": "Tshirts", "gender": "Men"}
     assert reason(shirt, PROFILES["fashion"]) == "navy blue tshirts for men"

@@ -1,1 +1,1 @@
-"""Reading the research datasets (MovieLens ratings, ReDial dialogues) and the splits shared by training and evaluation."""
+"""The research datasets (MovieLens ratings, ReDial dialogues) and the splits that training and evaluation share."""

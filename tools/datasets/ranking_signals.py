@@ -67,11 +67,26 @@ class DialogueCounts:
 class Signals:
     """What the features are computed from (N items, in `ids` order), and the few arrays derived from them."""
 
-    def __init__(self, ids: list[str], content: np.ndarray, popularity: np.ndarray, quality: np.ndarray,
-                 year: np.ndarray, genres: np.ndarray, R: sparse.csr_matrix, knn: sparse.csr_matrix,
-                 recent: np.ndarray, D: sparse.csr_matrix, M: sparse.csr_matrix, suggested: np.ndarray,
-                 mentioned: np.ndarray, per_dialogue: dict[str, DialogueCounts] | None = None,
-                 users: dict[str, int] | None = None, n_dialogues: int = 0, image: np.ndarray | None = None):
+    def __init__(
+        self,
+        ids: list[str],
+        content: np.ndarray,
+        popularity: np.ndarray,
+        quality: np.ndarray,
+        year: np.ndarray,
+        genres: np.ndarray,
+        R: sparse.csr_matrix,
+        knn: sparse.csr_matrix,
+        recent: np.ndarray,
+        D: sparse.csr_matrix,
+        M: sparse.csr_matrix,
+        suggested: np.ndarray,
+        mentioned: np.ndarray,
+        per_dialogue: dict[str, DialogueCounts] | None = None,
+        users: dict[str, int] | None = None,
+        n_dialogues: int = 0,
+        image: np.ndarray | None = None,
+    ):
         self.ids = list(ids)
         self.pos = {item: n for n, item in enumerate(self.ids)}
         self.content = content.astype(np.float32)  # [N, 384], L2-normalised
@@ -106,14 +121,29 @@ class Signals:
     def save(self, path: Path) -> Path:
         """Write the signals as one .npz (no pickles), atomically: a temporary file, then a rename."""
         arrays: dict[str, Any] = {
-            "format": np.array(FORMAT), "ids": np.array(self.ids, dtype=str), "content": self.content,
-            "popularity": self.popularity, "quality": self.quality, "year": self.year, "genres": self.genres,
-            "recent": self.recent, "suggested": self.suggested, "mentioned": self.mentioned,
+            "format": np.array(FORMAT),
+            "ids": np.array(self.ids, dtype=str),
+            "content": self.content,
+            "popularity": self.popularity,
+            "quality": self.quality,
+            "year": self.year,
+            "genres": self.genres,
+            "recent": self.recent,
+            "suggested": self.suggested,
+            "mentioned": self.mentioned,
             "users": np.array(sorted(self.users, key=self.users.__getitem__), dtype=str),
-            "n_dialogues": np.array(self.n_dialogues), "dialogues": np.array(list(self.per_dialogue), dtype=str)}
+            "n_dialogues": np.array(self.n_dialogues),
+            "dialogues": np.array(list(self.per_dialogue), dtype=str),
+        }
         for name, m in (("R", self.R), ("knn", self.knn), ("D", self.D), ("M", self.M)):
-            arrays.update({f"{name}.data": m.data, f"{name}.indices": m.indices, f"{name}.indptr": m.indptr,
-                           f"{name}.shape": np.array(m.shape)})
+            arrays.update(
+                {
+                    f"{name}.data": m.data,
+                    f"{name}.indices": m.indices,
+                    f"{name}.indptr": m.indptr,
+                    f"{name}.shape": np.array(m.shape),
+                }
+            )
         counts = list(self.per_dialogue.values())
         for name in ("pairs", "comention"):  # rows (dialogue, m, i, count)
             rows = [(d, m, i, c) for d, dc in enumerate(counts) for (m, i), c in getattr(dc, name).items()]
@@ -138,9 +168,13 @@ class Signals:
             with np.load(path, allow_pickle=False) as f:
                 if int(f["format"]) != FORMAT:
                     raise ValueError(f"format {int(f['format'])}, expected {FORMAT}")
-                mats = {name: sparse.csr_matrix((f[f"{name}.data"], f[f"{name}.indices"], f[f"{name}.indptr"]),
-                                                shape=tuple(int(x) for x in f[f"{name}.shape"]))
-                        for name in ("R", "knn", "D", "M")}
+                mats = {
+                    name: sparse.csr_matrix(
+                        (f[f"{name}.data"], f[f"{name}.indices"], f[f"{name}.indptr"]),
+                        shape=tuple(int(x) for x in f[f"{name}.shape"]),
+                    )
+                    for name in ("R", "knn", "D", "M")
+                }
                 per_dialogue = {str(d): DialogueCounts() for d in f["dialogues"]}
                 counts = list(per_dialogue.values())
                 for name in ("pairs", "comention"):
@@ -149,16 +183,33 @@ class Signals:
                 for name in ("suggested", "mentioned"):
                     for d, i, c in f[f"per_dialogue.{name}"]:
                         getattr(counts[int(d)], name)[int(i)] = float(c)
-                return cls([str(i) for i in f["ids"]], f["content"], f["popularity"], f["quality"], f["year"],
-                           f["genres"], mats["R"], mats["knn"], f["recent"], mats["D"], mats["M"], f["suggested"],
-                           f["mentioned"], per_dialogue, {str(u): n for n, u in enumerate(f["users"])},
-                           int(f["n_dialogues"]))
+                return cls(
+                    [str(i) for i in f["ids"]],
+                    f["content"],
+                    f["popularity"],
+                    f["quality"],
+                    f["year"],
+                    f["genres"],
+                    mats["R"],
+                    mats["knn"],
+                    f["recent"],
+                    mats["D"],
+                    mats["M"],
+                    f["suggested"],
+                    f["mentioned"],
+                    per_dialogue,
+                    {str(u): n for n, u in enumerate(f["users"])},
+                    int(f["n_dialogues"]),
+                )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise MissingModelError(f"the ranking head's signals {path} cannot be read ({exc}); delete the file "
-                                    "and it is prepared again from the data folder") from None
+            raise MissingModelError(
+                f"the ranking head's signals {path} cannot be read ({exc}); delete the file "
+                "and it is prepared again from the data folder"
+            ) from None
 
 
 # ---- building them from the data folder ---------------------------------------------------------
+
 
 def item_knn(R: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     """Item-item cosine over the users' co-ratings, each row keeping its k largest values: sparse [N, N]."""
@@ -170,8 +221,8 @@ def item_knn(R: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     k = min(k, n - 1)
     rows, cols, vals = [], [], []
     for lo in range(0, n, 1024):  # [chunk, users] @ [users, N], dense per chunk
-        sims = np.asarray((RT[lo: lo + 1024] @ R).todense(), np.float32)
-        sims *= inv[lo: lo + 1024, None] * inv[None, :]
+        sims = np.asarray((RT[lo : lo + 1024] @ R).todense(), np.float32)
+        sims *= inv[lo : lo + 1024, None] * inv[None, :]
         sims[np.arange(sims.shape[0]), np.arange(lo, lo + sims.shape[0])] = 0.0  # not its own neighbour
         top = np.argpartition(-sims, k, axis=1)[:, :k]  # [chunk, k]
         v = np.take_along_axis(sims, top, axis=1)
@@ -196,8 +247,9 @@ def dialogue_counts(dialogue: dict, mapping: dict[str, str], pos: dict[str, int]
     out = DialogueCounts()
     earlier: list[int] = []
     for message in dialogue.get("messages", []):
-        rids = [r for r in dict.fromkeys(MENTION.findall(message.get("text", "")))
-                if r in mapping and mapping[r] in pos]
+        rids = [
+            r for r in dict.fromkeys(MENTION.findall(message.get("text", ""))) if r in mapping and mapping[r] in pos
+        ]
         ids = [pos[mapping[r]] for r in rids]
         if message.get("senderWorkerId") == recommender:
             for rid, i in zip(rids, ids):
@@ -217,8 +269,13 @@ def dialogue_counts(dialogue: dict, mapping: dict[str, str], pos: dict[str, int]
     return out
 
 
-def build_signals(settings: Settings, catalog: Catalog | None = None, sources: SignalSources | None = None,
-                  ratings_rows: list[tuple[str, str]] | None = None, dialogues: list[dict] | None = None) -> Signals:
+def build_signals(
+    settings: Settings,
+    catalog: Catalog | None = None,
+    sources: SignalSources | None = None,
+    ratings_rows: list[tuple[str, str]] | None = None,
+    dialogues: list[dict] | None = None,
+) -> Signals:
     """Signals for the movie catalog from the data folder, in memory. ratings_rows: (userId, movieId) pairs to use
     instead of all of ratings.csv (training and the MovieLens evaluation leave each user's last ratings out);
     dialogues: the ReDial dialogues behind the counts instead of sources.redial_files."""
@@ -228,12 +285,21 @@ def build_signals(settings: Settings, catalog: Catalog | None = None, sources: S
     ids = [it.id for it in items]
     content = embed_texts([it.document() for it in items], settings)
     max_ratings = max(int(it.metadata.get("ratings", 0) or 0) for it in items) or 1
-    popularity = np.array([math.log1p(int(it.metadata.get("ratings", 0) or 0)) / math.log1p(max_ratings)
-                           for it in items], np.float32)
-    quality = np.array([(float(it.metadata.get("rating", 3.0)) - 3.0) / 2.0
-                        if int(it.metadata.get("ratings", 0) or 0) >= 10 else 0.0 for it in items], np.float32)
-    year = np.array([min(max((int(it.metadata.get("year", 1990) or 1990) - 1920) / 100.0, 0.0), 1.0)
-                     for it in items], np.float32)
+    popularity = np.array(
+        [math.log1p(int(it.metadata.get("ratings", 0) or 0)) / math.log1p(max_ratings) for it in items], np.float32
+    )
+    quality = np.array(
+        [
+            (float(it.metadata.get("rating", 3.0)) - 3.0) / 2.0
+            if int(it.metadata.get("ratings", 0) or 0) >= 10
+            else 0.0
+            for it in items
+        ],
+        np.float32,
+    )
+    year = np.array(
+        [min(max((int(it.metadata.get("year", 1990) or 1990) - 1920) / 100.0, 0.0), 1.0) for it in items], np.float32
+    )
     all_rows = read_ratings(settings)
     if ratings_rows is None:
         ratings_rows = [(u, m) for u, m, _, _ in all_rows]
@@ -265,12 +331,28 @@ def build_signals(settings: Settings, catalog: Catalog | None = None, sources: S
             suggested[i] += c
         for i, c in dc.mentioned.items():
             mentioned[i] += c
-    return Signals(ids, content, popularity, quality, year, genres, R, item_knn(R, sources.knn), recent,
-                   _sparse(pairs, n), _sparse(comention, n), suggested, mentioned, per_dialogue, users,
-                   len(dialogues or []))
+    return Signals(
+        ids,
+        content,
+        popularity,
+        quality,
+        year,
+        genres,
+        R,
+        item_knn(R, sources.knn),
+        recent,
+        _sparse(pairs, n),
+        _sparse(comention, n),
+        suggested,
+        mentioned,
+        per_dialogue,
+        users,
+        len(dialogues or []),
+    )
 
 
 # ---- prepared once, kept in the home ------------------------------------------------------------
+
 
 def signals_path(settings: Settings, catalog: str = "movies", sources: SignalSources | None = None) -> Path:
     """HOME/ranker/signals-CATALOG-FINGERPRINT.npz: the fingerprint changes when the data files, the text embedder,
@@ -279,17 +361,32 @@ def signals_path(settings: Settings, catalog: str = "movies", sources: SignalSou
     data = settings.require_data()
     files = sorted(p for p in (data / "movielens").glob("*") if p.is_file())
     files += [redial_dir(settings) / name for name in sources.redial_files]
-    files.append(redial_dir(settings) / ("movies_with_mentions.csv" if sources.mapping == "recagent"
-                                         else sources.mapping))
-    stats = [(str(p.relative_to(data)), *((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (None,)))
-             for p in files]
-    key = json.dumps({"format": FORMAT, "catalog": catalog, "sources": asdict(sources), "files": stats,
-                      "embedder": resolve_model("text-embedder", settings)}, sort_keys=True)
+    files.append(
+        redial_dir(settings) / ("movies_with_mentions.csv" if sources.mapping == "recagent" else sources.mapping)
+    )
+    stats = [
+        (str(p.relative_to(data)), *((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (None,)))
+        for p in files
+    ]
+    key = json.dumps(
+        {
+            "format": FORMAT,
+            "catalog": catalog,
+            "sources": asdict(sources),
+            "files": stats,
+            "embedder": resolve_model("text-embedder", settings),
+        },
+        sort_keys=True,
+    )
     return settings.home / "ranker" / f"signals-{catalog}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
 
 
-def prepare_signals(settings: Settings, catalog: Catalog | str = "movies", sources: SignalSources | None = None,
-                    log: Callable[[str], object] | None = None) -> Path:
+def prepare_signals(
+    settings: Settings,
+    catalog: Catalog | str = "movies",
+    sources: SignalSources | None = None,
+    log: Callable[[str], object] | None = None,
+) -> Path:
     """The signals file for a catalog (the movies catalog: the only one with a ranking head), built from the data
     folder and written into the home the first time (a minute or two), then reused. Returns its path."""
     name = catalog if isinstance(catalog, str) else catalog.name
@@ -301,5 +398,6 @@ def prepare_signals(settings: Settings, catalog: Catalog | str = "movies", sourc
         loaded = load_catalog(catalog, settings) if isinstance(catalog, str) else catalog
         return build_signals(settings, loaded, sources).save(path)
     except OSError as exc:  # a data file missing or unreadable, or the home not writable
-        raise MissingModelError(f"the ranking head's signals cannot be prepared ({exc.__class__.__name__}: {exc})") \
-            from None
+        raise MissingModelError(
+            f"the ranking head's signals cannot be prepared ({exc.__class__.__name__}: {exc})"
+        ) from None

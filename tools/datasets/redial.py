@@ -77,8 +77,11 @@ def load_dialogues(path: str | Path, limit: int | None = None) -> list[dict]:
 def load_mapping(path: str | Path) -> dict[str, str]:
     """ReDial movie id -> MovieLens movieId (as str) from a CSV with columns redialMovieId, mlMovieId."""
     with open(path, newline="", encoding="utf-8") as fh:
-        return {row["redialMovieId"].strip(): row["mlMovieId"].strip() for row in csv.DictReader(fh)
-                if row.get("mlMovieId", "").strip()}
+        return {
+            row["redialMovieId"].strip(): row["mlMovieId"].strip()
+            for row in csv.DictReader(fh)
+            if row.get("mlMovieId", "").strip()
+        }
 
 
 def redial_titles(path: str | Path) -> dict[str, str]:
@@ -96,8 +99,14 @@ def _clean_title(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip()
 
 
-def render(text: str, dialogue: dict, mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None,
-           names: dict[str, str] | None = None, spoken: bool = False) -> str:
+def render(
+    text: str,
+    dialogue: dict,
+    mapping: dict[str, str] | None = None,
+    titles: dict[str, str] | None = None,
+    names: dict[str, str] | None = None,
+    spoken: bool = False,
+) -> str:
     """A message with each "@id" replaced by the movie's title: the MovieLens "Title (Year)" when it maps (through
     `mapping` and `titles`), else the dialogue's own name for it, else its name in `names` (movies_with_mentions.csv).
 
@@ -168,13 +177,15 @@ def protocol_samples(dialogues: list[dict], mapping: dict[str, str], titles: dic
 
 # ---- the mapping: a stricter title-and-year matcher ------------------------------------------------
 
+
 def split_year(name: str) -> tuple[str, int | None]:
     """'Police Academy  (1984)' -> ('Police Academy', 1984); no year -> (name, None)."""
     return _clean_title(strip_year(name)), title_year(name.strip())
 
 
-def match_titles(redial_names: dict[str, str], movies: list[Item] | list[tuple[str, str, int | None]]
-                 ) -> dict[str, tuple[str, str]]:
+def match_titles(
+    redial_names: dict[str, str], movies: list[Item] | list[tuple[str, str, int | None]]
+) -> dict[str, tuple[str, str]]:
     """ReDial id -> (MovieLens id, rule) by normalised title and year.
 
     Rules, in order: the same title and year ("exact"); the same title, year one apart ("year±1", release
@@ -223,8 +234,9 @@ def match_titles(redial_names: dict[str, str], movies: list[Item] | list[tuple[s
     return out
 
 
-def write_mapping(path: str | Path, matched: dict[str, tuple[str, str]], redial_names: dict[str, str],
-                  ml_titles: dict[str, str]) -> None:
+def write_mapping(
+    path: str | Path, matched: dict[str, tuple[str, str]], redial_names: dict[str, str], ml_titles: dict[str, str]
+) -> None:
     """Write a mapping CSV in the shipped format (plus the rule that matched)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -265,11 +277,24 @@ def compare_mappings(settings: Settings, sample: int = 100, seed: int = 5) -> di
     differ = [r for r, m in shipped.items() if r in mine and mine[r][0] != m]
     added = sorted((r for r in mine if r not in shipped), key=int)
     rng = random.Random(seed)
-    shipped_rows = [(names.get(r, r), titles.get(shipped[r], shipped[r]))
-                    for r in rng.sample(sorted(shipped, key=int), min(sample, len(shipped)))]
-    added_rows = [(names.get(r, r), titles.get(mine[r][0]), mine[r][1])
-                  for r in rng.sample(added, min(sample, len(added)))]
-    return {"redial_movies": len(names), "shipped": len(shipped), "matched": len(mine), "same": same,
-            "different": [(names.get(r, r), titles.get(shipped[r]), titles.get(mine[r][0])) for r in differ],
-            "only_shipped": len(shipped) - same - len(differ), "added": len(added), "shipped_rows": shipped_rows,
-            "added_rows": added_rows, "matches": mine, "names": names, "titles": titles}
+    shipped_rows = [
+        (names.get(r, r), titles.get(shipped[r], shipped[r]))
+        for r in rng.sample(sorted(shipped, key=int), min(sample, len(shipped)))
+    ]
+    added_rows = [
+        (names.get(r, r), titles.get(mine[r][0]), mine[r][1]) for r in rng.sample(added, min(sample, len(added)))
+    ]
+    return {
+        "redial_movies": len(names),
+        "shipped": len(shipped),
+        "matched": len(mine),
+        "same": same,
+        "different": [(names.get(r, r), titles.get(shipped[r]), titles.get(mine[r][0])) for r in differ],
+        "only_shipped": len(shipped) - same - len(differ),
+        "added": len(added),
+        "shipped_rows": shipped_rows,
+        "added_rows": added_rows,
+        "matches": mine,
+        "names": names,
+        "titles": titles,
+    }

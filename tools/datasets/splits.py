@@ -38,11 +38,12 @@ def fashion_holdout_ids(items: list[Item]) -> set[str]:
 
 def fashion_validation_ids(items: list[Item]) -> set[str]:
     """The next 500 in md5 order: never trained on, they choose the image encoder's retrieval weights."""
-    return {it.id for it in md5_order(items)[HOLDOUT: HOLDOUT + VALIDATION]}
+    return {it.id for it in md5_order(items)[HOLDOUT : HOLDOUT + VALIDATION]}
 
 
-def movielens_split(settings: Settings, ids: list[str]) -> tuple[list[tuple[str, str]], dict[str, str],
-                                                                 dict[str, str], dict[str, list[str]]]:
+def movielens_split(
+    settings: Settings, ids: list[str]
+) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str], dict[str, list[str]]]:
     """Per user, ratings in time order (ties by file order): (train rows, {user: val item}, {user: test item},
     {user: ordered training items})."""
     known = set(ids)

@@ -14,6 +14,19 @@ from .features import Context, conversation_context, embed_contexts
 from .ranker import SHIPPED, Ranker, checkpoint_path, find_checkpoint, load_ranker
 from .simple import Ranked, rank_candidates
 
-__all__ = ["CONVERSATION", "FEATURES", "HISTORY", "SHIPPED", "Context", "Ranked", "Ranker", "RankerConfig",
-           "checkpoint_path", "conversation_context", "embed_contexts", "find_checkpoint", "load_ranker",
-           "rank_candidates"]
+__all__ = [
+    "CONVERSATION",
+    "FEATURES",
+    "HISTORY",
+    "SHIPPED",
+    "Context",
+    "Ranked",
+    "Ranker",
+    "RankerConfig",
+    "checkpoint_path",
+    "conversation_context",
+    "embed_contexts",
+    "find_checkpoint",
+    "load_ranker",
+    "rank_candidates",
+]

@@ -8,11 +8,40 @@ from typing import Any
 
 from recagent.tools.datasets.ranking_signals import DECADES, SignalSources
 
-FEATURES = ("text", "content", "genre", "ml_cooc", "redial_cooc", "redial_comention", "redial_pop",
-            "redial_mentioned", "popularity", "quality", "year", "before_1970", "1970s", "1980s", "1990s", "2000s",
-            "since_2010", "pop_before_1970", "pop_1970s", "pop_1980s", "pop_1990s", "pop_2000s", "pop_since_2010",
-            "ml_knn", "ml_knn_all", "ml_pop_recent", "content_max", "genre_liked", "text_seeker", "text_last",
-            "image", "constraint")
+FEATURES = (
+    "text",
+    "content",
+    "genre",
+    "ml_cooc",
+    "redial_cooc",
+    "redial_comention",
+    "redial_pop",
+    "redial_mentioned",
+    "popularity",
+    "quality",
+    "year",
+    "before_1970",
+    "1970s",
+    "1980s",
+    "1990s",
+    "2000s",
+    "since_2010",
+    "pop_before_1970",
+    "pop_1970s",
+    "pop_1980s",
+    "pop_1990s",
+    "pop_2000s",
+    "pop_since_2010",
+    "ml_knn",
+    "ml_knn_all",
+    "ml_pop_recent",
+    "content_max",
+    "genre_liked",
+    "text_seeker",
+    "text_last",
+    "image",
+    "constraint",
+)
 UNTRAINED = ("image", "constraint")  # see RankingHead.learned
 CONVERSATION, HISTORY = 0, 1  # kinds of context
 

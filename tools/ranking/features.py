@@ -55,8 +55,9 @@ from recagent.tools.text import GENRE_NAMES
 from .config import CONVERSATION, DECADES, FEATURES, RankerConfig
 
 # The genre feature reads a request with the precise genre words (the head's weights were learned on them).
-_GENRE_RE = {g: re.compile(r"\b(" + "|".join(re.escape(w) for w in words.split()) + ")") for g, words in
-             GENRE_NAMES.items()}
+_GENRE_RE = {
+    g: re.compile(r"\b(" + "|".join(re.escape(w) for w in words.split()) + ")") for g, words in GENRE_NAMES.items()
+}
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _rownorm(x: np.ndarray) -> np.ndarray:
 
 def context_items(signals: Signals, ctx: Context, config: RankerConfig) -> tuple[np.ndarray, np.ndarray]:
     """The positions and recency weights of the context's last `history` known items."""
-    idx = [signals.pos[i] for i in ctx.items if i in signals.pos][-config.history:]
+    idx = [signals.pos[i] for i in ctx.items if i in signals.pos][-config.history :]
     return np.array(idx, np.int64), recency_weights(len(idx), config.recency)
 
 
@@ -120,8 +121,12 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
     out = np.zeros((b, n, len(FEATURES)), np.float32)
     f = {name: j for j, name in enumerate(FEATURES)}
     # text: [B, 384] @ [384, N]
-    tv = np.stack([ctx.text_vector if ctx.text_vector is not None else np.zeros(signals.content.shape[1], np.float32)
-                   for ctx in contexts])
+    tv = np.stack(
+        [
+            ctx.text_vector if ctx.text_vector is not None else np.zeros(signals.content.shape[1], np.float32)
+            for ctx in contexts
+        ]
+    )
     out[:, :, f["text"]] = tv @ signals.content.T
     # content: the weighted mean of the items' content vectors against every item's
     mean = np.asarray(A @ signals.content)
@@ -166,7 +171,7 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
         own = signals.per_dialogue.get(ctx.dialogue) if ctx.dialogue else None
         if own is None:
             continue
-        weight = dict(zip(A.indices[A.indptr[k]:A.indptr[k + 1]], A.data[A.indptr[k]:A.indptr[k + 1]]))
+        weight = dict(zip(A.indices[A.indptr[k] : A.indptr[k + 1]], A.data[A.indptr[k] : A.indptr[k + 1]]))
         for (m, i), c in own.pairs.items():
             D[k, i] -= weight.get(m, 0.0) * c
         for (m, i), c in own.comention.items():
@@ -187,9 +192,9 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
     out[:, :, f["quality"]] = signals.quality[None, :]
     out[:, :, f["year"]] = signals.year[None, :]
     first = f["before_1970"]
-    out[:, :, first:first + len(DECADES)] = signals.decade[None, :, :]
+    out[:, :, first : first + len(DECADES)] = signals.decade[None, :, :]
     first = f["pop_before_1970"]
-    out[:, :, first:first + len(DECADES)] = (signals.decade * signals.popularity[:, None])[None, :, :]
+    out[:, :, first : first + len(DECADES)] = (signals.decade * signals.popularity[:, None])[None, :, :]
     if signals.image is not None:
         for k, ctx in enumerate(contexts):
             if ctx.image_vector is not None:
@@ -212,9 +217,12 @@ def exclusion_mask(signals: Signals, contexts: list[Context]) -> np.ndarray:
 
 def embed_contexts(contexts: list[Context], settings: Settings | None = None) -> None:
     """Fill in the contexts' missing text vectors (MiniLM) from their texts, in one batch."""
-    todo = [(c, vec, text) for c in contexts
-            for vec, text in (("text_vector", c.text), ("seeker_vector", c.seeker_text), ("last_vector", c.last_text))
-            if getattr(c, vec) is None and text.strip()]
+    todo = [
+        (c, vec, text)
+        for c in contexts
+        for vec, text in (("text_vector", c.text), ("seeker_vector", c.seeker_text), ("last_vector", c.last_text))
+        if getattr(c, vec) is None and text.strip()
+    ]
     if todo:
         for (c, vec, _), v in zip(todo, embed_texts([t for _, _, t in todo], settings)):
             setattr(c, vec, v)
@@ -225,10 +233,17 @@ def conversation_text(messages: list[tuple[str, str]], last: int = 6) -> str:
     return "\n".join(f"{role}: " + re.sub(r"\s+", " ", text).strip() for role, text in messages[-last:])
 
 
-def conversation_context(messages: list[tuple[str, str]], items: list[str], exclude: set[str],
-                         user_role: str = "seeker", **kw: Any) -> Context:
+def conversation_context(
+    messages: list[tuple[str, str]], items: list[str], exclude: set[str], user_role: str = "seeker", **kw: Any
+) -> Context:
     """A conversation's context: its items, the text of its last messages, the user's own words (the last 1,000
     characters of them; "movie" when the user has said nothing yet) and its last message."""
     seeker = " ".join(text for role, text in messages if role == user_role)[-1000:]
-    return Context(items=list(items), text=conversation_text(messages), exclude=set(exclude),
-                   seeker_text=seeker or "movie", last_text=messages[-1][1] if messages else "movie", **kw)
+    return Context(
+        items=list(items),
+        text=conversation_text(messages),
+        exclude=set(exclude),
+        seeker_text=seeker or "movie",
+        last_text=messages[-1][1] if messages else "movie",
+        **kw,
+    )

@@ -70,14 +70,22 @@ class RankingHead(nn.Module):
         # Features without a training signal yet (no photos, no filters in the training data) keep weight
         # 0: a constant feature's gradient is float noise, which Adam would turn into random steps.
         self.learned: torch.Tensor
-        self.register_buffer("learned", torch.tensor([[f not in UNTRAINED for f in FEATURES]] * 2,
-                                                     dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "learned", torch.tensor([[f not in UNTRAINED for f in FEATURES]] * 2, dtype=torch.float32), persistent=False
+        )
 
     def item_vectors(self, content: torch.Tensor) -> torch.Tensor:  # content [N, 384] -> [N, d]
         return self.item_id.weight + self.item_content(content)
 
-    def forward(self, hist: torch.Tensor, hist_w: torch.Tensor, text: torch.Tensor, kind: torch.Tensor,
-                feats: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        hist: torch.Tensor,
+        hist_w: torch.Tensor,
+        text: torch.Tensor,
+        kind: torch.Tensor,
+        feats: torch.Tensor,
+        content: torch.Tensor,
+    ) -> torch.Tensor:
         # hist [B, L] item positions (0-padded), hist_w [B, L] recency weights (0 on padding),
         # text [B, 384], kind [B], feats [B, N, F], content [N, 384] -> scores [B, N]
         # The per-item parameters (E_id, b_i) learn from rating histories only: conversation examples
@@ -103,7 +111,7 @@ class RankingHead(nn.Module):
         content = torch.from_numpy(signals.content)  # [N, 384]
         out = []
         for lo in range(0, len(contexts), batch):
-            part = contexts[lo: lo + batch]
+            part = contexts[lo : lo + batch]
             scores = self(*batch_inputs(signals, part, self.config), content).numpy()
             scores[exclusion_mask(signals, part)] = -np.inf
             out.append(scores)
@@ -117,14 +125,20 @@ def batch_inputs(signals: Signals, contexts: list[Context], config: RankerConfig
     hist_w = np.zeros((len(contexts), L), np.float32)  # [B, L]
     for k, ctx in enumerate(contexts):
         idx, w = context_items(signals, ctx, config)
-        hist[k, :len(idx)] = idx
-        hist_w[k, :len(idx)] = w
-    text = np.stack([c.text_vector if c.text_vector is not None else np.zeros(config.content_dim, np.float32)
-                     for c in contexts])  # [B, 384]
+        hist[k, : len(idx)] = idx
+        hist_w[k, : len(idx)] = w
+    text = np.stack(
+        [c.text_vector if c.text_vector is not None else np.zeros(config.content_dim, np.float32) for c in contexts]
+    )  # [B, 384]
     kind = np.array([c.kind for c in contexts], np.int64)  # [B]
     feats = features(signals, contexts, config)  # [B, N, F]
-    return (torch.from_numpy(hist), torch.from_numpy(hist_w), torch.from_numpy(text.astype(np.float32)),
-            torch.from_numpy(kind), torch.from_numpy(feats))
+    return (
+        torch.from_numpy(hist),
+        torch.from_numpy(hist_w),
+        torch.from_numpy(text.astype(np.float32)),
+        torch.from_numpy(kind),
+        torch.from_numpy(feats),
+    )
 
 
 def remap_head(head: RankingHead, old_ids: list[str], new_ids: list[str]) -> RankingHead:
@@ -135,8 +149,9 @@ def remap_head(head: RankingHead, old_ids: list[str], new_ids: list[str]) -> Ran
     old_pos = {i: n for n, i in enumerate(old_ids)}
     keep = [(n, old_pos[i]) for n, i in enumerate(new_ids) if i in old_pos]
     with torch.no_grad():
-        new.load_state_dict({k: v for k, v in state.items() if not k.startswith(("item_id", "item_bias"))},
-                            strict=False)
+        new.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith(("item_id", "item_bias"))}, strict=False
+        )
         if keep:
             dst, src = map(list, zip(*keep))
             new.item_id.weight[dst] = state["item_id.weight"][src]
@@ -145,6 +160,7 @@ def remap_head(head: RankingHead, old_ids: list[str], new_ids: list[str]) -> Ran
 
 
 # ---- the checkpoint file ------------------------------------------------------------------------
+
 
 def save_checkpoint(path: Path, head: RankingHead, config: RankerConfig, meta: dict, ids: list[str]) -> None:
     """Write atomically (a temporary file, then a rename)."""
@@ -161,11 +177,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise MissingModelError(f"ranking-head checkpoint {path} cannot be read ({exc.__class__.__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else 'no details'})") from None
+        raise MissingModelError(
+            f"ranking-head checkpoint {path} cannot be read ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no details'})"
+        ) from None
     if not isinstance(ckpt, dict) or not {"state_dict", "config", "ids"} <= ckpt.keys():
-        raise MissingModelError(f"ranking-head checkpoint {path} is not one: it lacks the state_dict, config or "
-                                "ids (write one with `recagent train-ranker`)")
+        raise MissingModelError(
+            f"ranking-head checkpoint {path} is not one: it lacks the state_dict, config or "
+            "ids (write one with `recagent train-ranker`)"
+        )
     return ckpt
 
 
@@ -176,7 +196,8 @@ def head_from_checkpoint(ckpt: dict[str, Any], path: Path) -> tuple[RankingHead,
         head = RankingHead(len(ckpt["ids"]), config)
         head.load_state_dict(ckpt["state_dict"])
     except (TypeError, KeyError, RuntimeError) as exc:
-        raise MissingModelError(f"ranking-head checkpoint {path} does not fit this version of recagent "
-                                f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") \
-            from None
+        raise MissingModelError(
+            f"ranking-head checkpoint {path} does not fit this version of recagent "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     return head, config

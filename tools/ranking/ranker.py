@@ -74,8 +74,9 @@ def find_checkpoint(settings: Settings, catalog: str = "movies") -> Path | None:
     return None
 
 
-def load_ranker(settings: Settings, catalog: str = "movies", path: Path | None = None,
-                signals: Signals | None = None) -> Ranker | None:
+def load_ranker(
+    settings: Settings, catalog: str = "movies", path: Path | None = None, signals: Signals | None = None
+) -> Ranker | None:
     """The trained ranking head for a catalog, or None when there is no checkpoint for it (or the checkpoint is for
     another catalog). `signals`: the caller's own (an evaluation with its own ratings split; not shared), else the
     prepared ones. A checkpoint or signals file that cannot be read raises MissingModelError."""

@@ -71,10 +71,21 @@ def validate(model: ImageTower, data: TrainingSet, size: int) -> dict[str, float
     return out
 
 
-def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epochs: int = 14,
-                        batch_size: int = 256, lr: float = 2e-3, instance_weight: float = 0.5, seed: int = 0,
-                        limit: int | None = None, progress: bool = True, log: Callable[[str], object] = print,
-                        config: ImageEncoderConfig | None = None, heads: tuple[str, ...] = DEFAULT_HEADS) -> dict:
+def train_image_encoder(
+    catalogs: list[str],
+    settings: Settings,
+    out: Path,
+    epochs: int = 14,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    instance_weight: float = 0.5,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
+    config: ImageEncoderConfig | None = None,
+    heads: tuple[str, ...] = DEFAULT_HEADS,
+) -> dict:
     """Train (or resume) and write `out` (fp16 weights + config + metadata); checkpoints each epoch.
 
     The state after each epoch is kept beside `out` (.state.pt); a run with the same settings (the epoch count
@@ -98,11 +109,21 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
     steps_per_epoch = max(1, len(train.items) // batch_size)
     total = epochs * steps_per_epoch
     warmup = min(200, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
-                                                 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    )
     state_path = out.with_suffix(".state.pt")
-    meta = {"catalogs": catalogs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "heads": list(heads), "instance_weight": instance_weight, "limit": limit, "config": config.to_dict()}
+    meta = {
+        "catalogs": catalogs,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "heads": list(heads),
+        "instance_weight": instance_weight,
+        "limit": limit,
+        "config": config.to_dict(),
+    }
     start_epoch, history, elapsed = 0, [], 0.0
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -116,8 +137,10 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
             log(f"resuming from epoch {start_epoch} of {epochs} ({state_path})")
         else:
             log(f"{state_path} was written with other settings: starting afresh")
-    log(f"training on {len(train.items)} image-text pairs ({', '.join(catalogs)}), validating on "
-        f"{len(val.items)}; {count_parameters(model) / 1e6:.1f}M parameters, {epochs} epochs")
+    log(
+        f"training on {len(train.items)} image-text pairs ({', '.join(catalogs)}), validating on "
+        f"{len(val.items)}; {count_parameters(model) / 1e6:.1f}M parameters, {epochs} epochs"
+    )
     clip_loss = ClipLoss()
     generator = torch.Generator().manual_seed(seed)
     texts_all = torch.from_numpy(np.asarray(train.texts))
@@ -127,23 +150,26 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, unit="step")
         running = None
         for step in bar:
-            idx = order[step * batch_size: (step + 1) * batch_size].sort().values.numpy()
+            idx = order[step * batch_size : (step + 1) * batch_size].sort().values.numpy()
             photos = train.photos[idx]
-            text = model.adapt_texts(texts_all[idx])                              # (B, 384), locked + adapter
+            text = model.adapt_texts(texts_all[idx])  # (B, 384), locked + adapter
             scale = logit_scale.exp().clamp(max=100)
             if instance_weight:  # two views: each against the text, and against each other
-                a, b = model(torch.cat([augment(photos, config.image_size, generator),
-                                        augment(photos, config.image_size, generator)])).chunk(2)
-                loss = 0.5 * (clip_loss(a, text, scale) + clip_loss(b, text, scale)) \
-                    + instance_weight * clip_loss(a, b, torch.tensor(10.0))
+                a, b = model(
+                    torch.cat(
+                        [augment(photos, config.image_size, generator), augment(photos, config.image_size, generator)]
+                    )
+                ).chunk(2)
+                loss = 0.5 * (clip_loss(a, text, scale) + clip_loss(b, text, scale)) + instance_weight * clip_loss(
+                    a, b, torch.tensor(10.0)
+                )
             else:
                 a = model(augment(photos, config.image_size, generator))
                 loss = clip_loss(a, text, scale)
             for name, logits in model.head_logits(a).items():  # the catalog fields, where the item has one
                 target = labels_all[name][idx]
                 if (target >= 0).any():
-                    loss = loss + HEAD_WEIGHT * torch.nn.functional.cross_entropy(logits, target,
-                                                                                  ignore_index=NO_VALUE)
+                    loss = loss + HEAD_WEIGHT * torch.nn.functional.cross_entropy(logits, target, ignore_index=NO_VALUE)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -151,25 +177,51 @@ def train_image_encoder(catalogs: list[str], settings: Settings, out: Path, epoc
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
             bar.set_postfix(loss=f"{running:.3f}", T=f"{1 / scale.item():.3f}")
         elapsed += time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": round(running or 0.0, 4), "seconds": round(elapsed, 1),
-                  **validate(model, val, config.image_size)}
+        record = {
+            "epoch": epoch + 1,
+            "loss": round(running or 0.0, 4),
+            "seconds": round(elapsed, 1),
+            **validate(model, val, config.image_size),
+        }
         history.append(record)
         log("  ".join(f"{k} {v}" for k, v in record.items()))
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"meta": meta, "model": model.state_dict(), "logit_scale": logit_scale.item(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch + 1,
-                    "history": history, "seconds": elapsed, "rng": torch.get_rng_state()}, tmp)
+        torch.save(
+            {
+                "meta": meta,
+                "model": model.state_dict(),
+                "logit_scale": logit_scale.item(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "seconds": elapsed,
+                "rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
         os.replace(tmp, state_path)
     weights = calibrate(model, train, val, config.image_size, settings, log)
-    export(model, config, out, {**meta, "train_pairs": len(train.items), "history": history,
-                                "train_seconds": round(elapsed, 1), "holdout": "fashion: 1,000 lowest md5(id)",
-                                **weights})
+    export(
+        model,
+        config,
+        out,
+        {
+            **meta,
+            "train_pairs": len(train.items),
+            "history": history,
+            "train_seconds": round(elapsed, 1),
+            "holdout": "fashion: 1,000 lowest md5(id)",
+            **weights,
+        },
+    )
     return {"checkpoint": str(out), "history": history, "seconds": elapsed, **weights}
 
 
-def recalibrate(path: Path, settings: Settings, progress: bool = True,
-                log: Callable[[str], object] = print) -> dict[str, dict[str, float]]:
+def recalibrate(
+    path: Path, settings: Settings, progress: bool = True, log: Callable[[str], object] = print
+) -> dict[str, dict[str, float]]:
     """Choose a trained checkpoint's head weights again (same data, same rule as after training); rewrites it."""
     # torch takes seconds to import, and the command line imports this module at startup
     import torch  # noqa: PLC0415

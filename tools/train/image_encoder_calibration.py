@@ -34,18 +34,27 @@ FACET_GRID = (0.0, 0.02, 0.05, 0.1, 0.2)  # weights tried for each head's term (
 TEXT_FACET_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # ... in words-against-photos search
 
 
-def calibrate(model: ImageTower, train: TrainingSet, val: TrainingSet, size: int, settings: Settings,
-              log: Callable[[str], object] = print) -> dict[str, dict[str, float]]:
+def calibrate(
+    model: ImageTower,
+    train: TrainingSet,
+    val: TrainingSet,
+    size: int,
+    settings: Settings,
+    log: Callable[[str], object] = print,
+) -> dict[str, dict[str, float]]:
     """The heads' weights in photo search and in words-against-photos search, chosen on the validation photos."""
-    weights = {"facet_weights": calibrate_facets(model, train, val, size),
-               "text_facet_weights": calibrate_text_facets(model, val, size, settings)}
+    weights = {
+        "facet_weights": calibrate_facets(model, train, val, size),
+        "text_facet_weights": calibrate_text_facets(model, val, size, settings),
+    }
     if any(weights.values()):
         log(f"head weights (chosen on the validation photos): {weights}")
     return weights
 
 
-def calibrate_facets(model: ImageTower, train: TrainingSet, val: TrainingSet, size: int,
-                     pool: int = 200) -> dict[str, float]:
+def calibrate_facets(
+    model: ImageTower, train: TrainingSet, val: TrainingSet, size: int, pool: int = 200
+) -> dict[str, float]:
     """Each head's weight in photo retrieval, chosen on the validation photos against every training photo.
 
     Photo retrieval (tools/retrieval.py) scores a candidate by how its photo and its description match the
@@ -56,7 +65,7 @@ def calibrate_facets(model: ImageTower, train: TrainingSet, val: TrainingSet, si
         return {}
     gallery_photos = embed_photos(model, np.concatenate([train.photos, val.photos]), size)
     gallery_texts = adapted_texts(model, np.concatenate([train.texts, val.texts]))
-    queries = gallery_photos[len(train.items):]
+    queries = gallery_photos[len(train.items) :]
     labels = head_labels(train.items + val.items, model.config.heads)
     logp = head_logprobs(model, queries)
     pools = []  # per query: its row, its best `pool` candidates, their scores without and with each head's term
@@ -71,15 +80,19 @@ def calibrate_facets(model: ImageTower, train: TrainingSet, val: TrainingSet, si
         scores = []
         for query, top, base, terms in pools:
             order = top[np.argsort(-with_facets(base, terms, weights))[:10]]
-            scores.append(np.mean([np.mean(labels[n][order] == labels[n][query]) for n in weights
-                                   if labels[n][query] >= 0] or [0.0]))
+            scores.append(
+                np.mean(
+                    [np.mean(labels[n][order] == labels[n][query]) for n in weights if labels[n][query] >= 0] or [0.0]
+                )
+            )
         return float(np.mean(scores))
 
     return coordinate_ascent(model.heads, FACET_GRID, precision)
 
 
-def calibrate_text_facets(model: ImageTower, val: TrainingSet, size: int, settings: Settings,
-                          min_count: int = 3) -> dict[str, float]:
+def calibrate_text_facets(
+    model: ImageTower, val: TrainingSet, size: int, settings: Settings, min_count: int = 3
+) -> dict[str, float]:
     """Each head's weight in words-against-photos search, chosen on the validation photos.
 
     The queries are "<colour> <type>" for every pair that at least min_count validation products share;
@@ -95,8 +108,10 @@ def calibrate_text_facets(model: ImageTower, val: TrainingSet, size: int, settin
     pairs = [pair for pair, n in Counter(kinds).items() if n >= min_count and all(pair)]
     phrases = [attribute_phrase(str(colour), str(kind)) for colour, kind in pairs]
     words = adapted_texts(model, embed_texts(phrases, settings))
-    rows = [(pair, photos @ vector, named_value_terms(logp, heads, named_head_values(phrase, heads)))
-            for pair, phrase, vector in zip(pairs, phrases, words)]
+    rows = [
+        (pair, photos @ vector, named_value_terms(logp, heads, named_head_values(phrase, heads)))
+        for pair, phrase, vector in zip(pairs, phrases, words)
+    ]
 
     def precision(weights: dict[str, float]) -> float:
         scores = []
@@ -108,8 +123,9 @@ def calibrate_text_facets(model: ImageTower, val: TrainingSet, size: int, settin
     return coordinate_ascent(heads, TEXT_FACET_GRID, precision)
 
 
-def coordinate_ascent(names: Iterable[str], grid: tuple[float, ...],
-                      objective: Callable[[dict[str, float]], float], rounds: int = 2) -> dict[str, float]:
+def coordinate_ascent(
+    names: Iterable[str], grid: tuple[float, ...], objective: Callable[[dict[str, float]], float], rounds: int = 2
+) -> dict[str, float]:
     """Weights (all 0 at first) chosen one at a time from the grid, each round, to maximise the objective."""
     weights = {name: 0.0 for name in names}
     for _ in range(rounds):

@@ -37,8 +37,9 @@ DEFAULT_HEADS = ("articleType", "baseColour")
 HEAD_MIN_COUNT = 20
 
 
-def decoded_photos(catalog: str, items: list[Item], settings: Settings, size: int = CACHE_SIZE,
-                   progress: bool = True) -> np.ndarray:
+def decoded_photos(
+    catalog: str, items: list[Item], settings: Settings, size: int = CACHE_SIZE, progress: bool = True
+) -> np.ndarray:
     """uint8 (N, size, size, 3) photos of the given items, decoded once and cached on disk."""
     if not items:
         return np.zeros((0, size, size, 3), np.uint8)
@@ -64,13 +65,14 @@ class TrainingSet:
     """Image-text pairs: items, their decoded photos and the locked text tower's vectors of their documents."""
 
     items: list[Item]
-    photos: np.ndarray     # (N, 112, 112, 3) uint8
-    texts: np.ndarray      # (N, 384) float32, locked text tower
+    photos: np.ndarray  # (N, 112, 112, 3) uint8
+    texts: np.ndarray  # (N, 384) float32, locked text tower
     catalogs: list[str] = field(default_factory=list)
 
 
-def training_sets(catalogs: list[str], settings: Settings, progress: bool = True,
-                  limit: int | None = None) -> tuple[TrainingSet, TrainingSet]:
+def training_sets(
+    catalogs: list[str], settings: Settings, progress: bool = True, limit: int | None = None
+) -> tuple[TrainingSet, TrainingSet]:
     """(train, validation) image-text pairs of the given catalogs; held-out fashion products left out."""
     splits: dict[str, list[tuple[str, Item]]] = {"train": [], "val": []}
     for name in catalogs:
@@ -85,10 +87,14 @@ def training_sets(catalogs: list[str], settings: Settings, progress: bool = True
     out = []
     for split in ("train", "val"):
         rows = splits[split]
-        decoded = [decoded_photos(name, [it for n, it in rows if n == name], settings, progress=progress)
-                   for name in catalogs]
-        photos = (np.concatenate([p for p in decoded if len(p)]) if rows
-                  else np.zeros((0, CACHE_SIZE, CACHE_SIZE, 3), np.uint8))
+        decoded = [
+            decoded_photos(name, [it for n, it in rows if n == name], settings, progress=progress) for name in catalogs
+        ]
+        photos = (
+            np.concatenate([p for p in decoded if len(p)])
+            if rows
+            else np.zeros((0, CACHE_SIZE, CACHE_SIZE, 3), np.uint8)
+        )
         # rows are grouped by catalog in the same order as decoded, so photos line up with items
         items = [it for name in catalogs for n, it in rows if n == name]
         texts = embed_texts([it.document() for it in items], settings) if items else np.zeros((0, 384), np.float32)
@@ -136,10 +142,10 @@ def augment(batch: np.ndarray, size: int, generator: torch.Generator) -> torch.T
     if blur.any():
         x[blur] = F.avg_pool2d(x[blur], 3, 1, 1, count_include_pad=False)
     grey = x.mean(dim=1, keepdim=True)
-    x = grey + (x - grey) * u(0.85, 1.15).view(b, 1, 1, 1)                         # saturation
+    x = grey + (x - grey) * u(0.85, 1.15).view(b, 1, 1, 1)  # saturation
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = mean + (x - mean) * u(0.85, 1.15).view(b, 1, 1, 1)                          # contrast
-    return (x * u(0.9, 1.1).view(b, 1, 1, 1)).clamp(0, 1)                           # brightness
+    x = mean + (x - mean) * u(0.85, 1.15).view(b, 1, 1, 1)  # contrast
+    return (x * u(0.9, 1.1).view(b, 1, 1, 1)).clamp(0, 1)  # brightness
 
 
 def plain(batch: np.ndarray, size: int) -> torch.Tensor:
@@ -159,7 +165,7 @@ def embed_photos(model: ImageTower, photos: np.ndarray, size: int) -> np.ndarray
 
     model.eval()
     with torch.inference_mode():
-        out = [model(plain(photos[lo: lo + 256], size)).numpy() for lo in range(0, len(photos), 256)]
+        out = [model(plain(photos[lo : lo + 256], size)).numpy() for lo in range(0, len(photos), 256)]
     model.train()
     return np.concatenate(out) if out else np.zeros((0, model.config.embed_dim), np.float32)
 

@@ -46,12 +46,24 @@ Example = tuple[Context, str]  # a context and the item to put first
 
 def redial_contexts(samples: list[Sample], kind: int = CONVERSATION, leave_out: bool = True) -> list[Example]:
     """(context, target) pairs from protocol samples."""
-    return [(conversation_context(s.messages, [m.item for m in s.mentions], s.exclude, kind=kind,
-                                  dialogue=s.dialogue if leave_out else None), s.target) for s in samples]
+    return [
+        (
+            conversation_context(
+                s.messages,
+                [m.item for m in s.mentions],
+                s.exclude,
+                kind=kind,
+                dialogue=s.dialogue if leave_out else None,
+            ),
+            s.target,
+        )
+        for s in samples
+    ]
 
 
-def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], history: int,
-                     targets: dict[str, str] | None = None) -> list[Example]:
+def history_contexts(
+    seqs: dict[str, list[str]], user_rows: dict[str, int], history: int, targets: dict[str, str] | None = None
+) -> list[Example]:
     """MovieLens examples. With targets: one per user (the whole sequence is the context); without: every
     position of every sequence (the items before it are the context)."""
     out: list[Example] = []
@@ -59,12 +71,17 @@ def history_contexts(seqs: dict[str, list[str]], user_rows: dict[str, int], hist
         row = user_rows.get(user)
         if targets is not None:
             if user in targets:
-                out.append((Context(items=items[-history:], kind=HISTORY, exclude=set(items), user_row=row),
-                            targets[user]))
+                out.append(
+                    (Context(items=items[-history:], kind=HISTORY, exclude=set(items), user_row=row), targets[user])
+                )
             continue
         for t in range(1, len(items)):
-            out.append((Context(items=items[max(0, t - history):t], kind=HISTORY, exclude=set(items[:t]),
-                                user_row=row), items[t]))
+            out.append(
+                (
+                    Context(items=items[max(0, t - history) : t], kind=HISTORY, exclude=set(items[:t]), user_row=row),
+                    items[t],
+                )
+            )
     return out
 
 
@@ -81,7 +98,7 @@ def feedback_examples(settings: Settings, history: int) -> tuple[list[Example], 
     pairs: list[tuple[Context, str, str]] = []
     for user, items in liked.items():
         for t, item in enumerate(items):
-            ctx = Context(items=items[max(0, t - history):t], kind=HISTORY, exclude=set(items[:t]))
+            ctx = Context(items=items[max(0, t - history) : t], kind=HISTORY, exclude=set(items[:t]))
             positives.append((ctx, item))
             for bad in disliked.get(user, []):
                 pairs.append((ctx, item, bad))
@@ -104,10 +121,22 @@ def evaluate(head: RankingHead, signals: Signals, examples: list[Example], batch
     return recall_ndcg(scores, np.array([signals.pos[t] for _, t in examples], np.int64))
 
 
-def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: int = 64, lr: float = 0.005,
-                 ml_per_epoch: int = 3000, redial_repeat: int = 2, patience: int = 3, seed: int = 0,
-                 limit: int | None = None, with_feedback: bool = False, config: RankerConfig | None = None,
-                 progress: bool = True, log: Callable[[str], object] = print) -> dict[str, Any]:
+def train_ranker(
+    settings: Settings,
+    out: Path,
+    epochs: int = 12,
+    batch_size: int = 64,
+    lr: float = 0.005,
+    ml_per_epoch: int = 3000,
+    redial_repeat: int = 2,
+    patience: int = 3,
+    seed: int = 0,
+    limit: int | None = None,
+    with_feedback: bool = False,
+    config: RankerConfig | None = None,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
+) -> dict[str, Any]:
     """Train, validate each epoch, keep the best; write the checkpoint atomically. Returns a summary."""
     started = time.perf_counter()
     config = config or RankerConfig()
@@ -139,8 +168,10 @@ def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: in
         fb_pairs = [(c, t, b) for c, t, b in fb_pairs if t in signals.pos and b in signals.pos]
         log(f"feedback store: {len(fb_pos)} liked examples, {len(fb_pairs)} liked/disliked pairs")
     embed_contexts([c for c, _ in redial_train + redial_valid], settings)
-    log(f"examples: {len(redial_train)} ReDial train, {len(redial_valid)} ReDial valid, {len(ml_train):,} MovieLens "
-        f"train ({ml_per_epoch:,} drawn per epoch), {len(ml_valid)} MovieLens valid")
+    log(
+        f"examples: {len(redial_train)} ReDial train, {len(redial_valid)} ReDial valid, {len(ml_train):,} MovieLens "
+        f"train ({ml_per_epoch:,} drawn per epoch), {len(ml_valid)} MovieLens valid"
+    )
 
     torch.manual_seed(seed)  # again: loading the text model above may have drawn from the generator
     head = RankingHead(signals.n, config)
@@ -151,11 +182,21 @@ def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: in
     content = torch.from_numpy(signals.content)
     state_path = out.with_suffix(".state.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta_base = {"catalog": "movies", "seed": seed, "lr": lr, "batch_size": batch_size, "ml_per_epoch": ml_per_epoch,
-                 "redial_repeat": redial_repeat, "limit": limit, "with_feedback": with_feedback,
-                 "trained_on": ["movielens/ratings.csv (all but each user's last two ratings)",
-                                *[f"redial/{f}" for f in config.redial_files]],
-                 "features": list(FEATURES)}
+    meta_base = {
+        "catalog": "movies",
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
+        "ml_per_epoch": ml_per_epoch,
+        "redial_repeat": redial_repeat,
+        "limit": limit,
+        "with_feedback": with_feedback,
+        "trained_on": [
+            "movielens/ratings.csv (all but each user's last two ratings)",
+            *[f"redial/{f}" for f in config.redial_files],
+        ],
+        "features": list(FEATURES),
+    }
     first_epoch, best, bad_epochs = 0, -1.0, 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = []
@@ -192,7 +233,7 @@ def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: in
         total, batches = 0.0, range(0, len(examples), batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for lo in bar:
-            loss = step_loss(examples[lo: lo + batch_size])
+            loss = step_loss(examples[lo : lo + batch_size])
             if fb_pairs and lo == 0:
                 loss = loss + _pair_loss(head, signals, content, fb_pairs[:batch_size])
             opt.zero_grad()
@@ -204,34 +245,69 @@ def train_ranker(settings: Settings, out: Path, epochs: int = 12, batch_size: in
         rv = evaluate(head, signals, redial_valid)
         mv = evaluate(head, signals, ml_valid)
         metric = (rv["recall@10"] + rv["recall@50"]) / 2 + mv["ndcg@10"]
-        history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "redial_valid": rv,
-                        "movielens_valid": mv, "metric": metric})
-        log(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.3f}, ReDial valid R@10 {rv['recall@10']:.3f} "
-            f"R@50 {rv['recall@50']:.3f}, MovieLens valid NDCG@10 {mv['ndcg@10']:.4f}")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / max(1, len(batches)),
+                "redial_valid": rv,
+                "movielens_valid": mv,
+                "metric": metric,
+            }
+        )
+        log(
+            f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.3f}, ReDial valid R@10 {rv['recall@10']:.3f} "
+            f"R@50 {rv['recall@50']:.3f}, MovieLens valid NDCG@10 {mv['ndcg@10']:.4f}"
+        )
         if metric > best:
             best, bad_epochs = metric, 0
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
         else:
             bad_epochs += 1
-        torch.save({"meta_base": meta_base, "n": signals.n, "head": head.state_dict(), "opt": opt.state_dict(),
-                    "epoch": epoch + 1, "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
-                    "history": history, "py_rng": random.getstate(), "np_rng": np.random.get_state(),
-                    "torch_rng": torch.get_rng_state()}, state_path)
+        torch.save(
+            {
+                "meta_base": meta_base,
+                "n": signals.n,
+                "head": head.state_dict(),
+                "opt": opt.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "best_state": best_state,
+                "bad_epochs": bad_epochs,
+                "history": history,
+                "py_rng": random.getstate(),
+                "np_rng": np.random.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            state_path,
+        )
     stopped_early = bad_epochs >= patience
     if best_state is not None:
         head.load_state_dict(best_state)
     seconds = time.perf_counter() - started
     best_epoch = max(history, key=lambda h: h["metric"])["epoch"] if history else 0
-    meta = {**meta_base, "epochs_run": len(history), "best_epoch": best_epoch, "stopped_early": stopped_early,
-            "history": history, "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        **meta_base,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        "history": history,
+        "seconds": round(seconds, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     save_checkpoint(out, head, config, meta, signals.ids)
-    return {"checkpoint": str(out), "seconds": seconds, "epochs_run": len(history), "best_epoch": best_epoch,
-            "stopped_early": stopped_early, "history": history}
+    return {
+        "checkpoint": str(out),
+        "seconds": seconds,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        "history": history,
+    }
 
 
-def _pair_loss(head: RankingHead, signals: Signals, content: torch.Tensor,
-               pairs: list[tuple[Context, str, str]]) -> torch.Tensor:
+def _pair_loss(
+    head: RankingHead, signals: Signals, content: torch.Tensor, pairs: list[tuple[Context, str, str]]
+) -> torch.Tensor:
     """Disliked items below liked ones in the same context: mean softplus(score(disliked) - score(liked))."""
     ctxs = [c for c, _, _ in pairs]
     hist, hist_w, text, kind, feats = batch_inputs(signals, ctxs, head.config)
@@ -240,4 +316,3 @@ def _pair_loss(head: RankingHead, signals: Signals, content: torch.Tensor,
     bad = torch.tensor([signals.pos[b] for _, _, b in pairs])
     rows = torch.arange(len(pairs))
     return torch.nn.functional.softplus(logits[rows, bad] - logits[rows, good]).mean()
-

@@ -37,7 +37,7 @@ def read_ct2_variables(model_bin: str | Path) -> dict[str, np.ndarray]:
     def string() -> str:
         nonlocal pos
         length = take("H")  # counts the trailing NUL
-        text = bytes(buf[pos: pos + length - 1]).decode()
+        text = bytes(buf[pos : pos + length - 1]).decode()
         pos += length
         return text
 
@@ -54,7 +54,7 @@ def read_ct2_variables(model_bin: str | Path) -> dict[str, np.ndarray]:
         dtype_id, size = take("B"), take("I")
         if dtype_id not in _DTYPES:
             raise ConversionError(f"{model_bin}: variable {name} has unknown data type {dtype_id}")
-        array = np.frombuffer(buf[pos: pos + size], dtype=_DTYPES[dtype_id]).reshape(shape)
+        array = np.frombuffer(buf[pos : pos + size], dtype=_DTYPES[dtype_id]).reshape(shape)
         if dtype_id == _BFLOAT16:  # bfloat16 is the top half of a float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
         variables[name] = array
@@ -151,8 +151,10 @@ def convert(ct2_dir: str | Path) -> dict:
 
     # Keep float16 weights float16 (half the file; load_state_dict widens them into the float32 model).
     dtype = np.float16 if v["decoder/embeddings/weight"].dtype == np.float16 else np.float32
-    return {"dims": {k: int(x) for k, x in dims.items()},
-            "model_state_dict": {k: torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)) for k, x in state.items()}}
+    return {
+        "dims": {k: int(x) for k, x in dims.items()},
+        "model_state_dict": {k: torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)) for k, x in state.items()},
+    }
 
 
 def convert_to_file(ct2_dir: str | Path, target: str | Path) -> Path:
