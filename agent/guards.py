@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from recagent.tools.errors import ConfigError
-from recagent.tools.filters import parse_filter, parse_where
+from recagent.tools.filters import field_name, parse_filter, parse_where
 from recagent.tools.text import GENRE_HINTS, GENRE_NAMES
 
 NEGATIVE = re.compile(r"\b(not|no|don't|dont|didn't|didnt|seen|hate|dislike|skip|other than|except|without)\b")
@@ -62,7 +62,7 @@ def named_values(said: str, fields: dict, present: list[str]) -> list[str]:
     """
     if is_negative(said):
         return []
-    taken = {p.field.lower() for p in map(parse_filter, present) if p}
+    taken = {_field(p.field, fields) for p in map(parse_filter, present) if p}
     out = []
     for key, info in fields.items():
         if key.lower() in taken or info.get("type") != "str" or key in ("title", "year"):
@@ -72,6 +72,14 @@ def named_values(said: str, fields: dict, present: list[str]) -> list[str]:
                 out.append(f"{key}={value}")
                 break
     return out
+
+
+def _field(name: str, fields: dict) -> str:
+    """A filter's field as the catalog names it, lower case ("colour" -> "basecolour"); the name itself if unknown."""
+    try:
+        return field_name(name, fields).lower()
+    except ConfigError:
+        return name.lower()
 
 
 def rejected_positions(said: str, positions: list[int], shown: int) -> list[int]:

@@ -25,6 +25,7 @@ def test_a_filter_counts_as_asked_for_by_its_value_a_synonym_or_a_time_word():
 def test_values_named_outright_become_filters_on_photo_turns():
     assert named_values("like this but in navy blue", FIELDS, []) == ["baseColour=Navy Blue"]
     assert named_values("like this but in black", FIELDS, ["baseColour=Red"]) == []  # the planner's filter stands
+    assert named_values("like this but in black", FIELDS, ["colour=Black"]) == []  # also under another name
     assert named_values("not black", FIELDS, []) == []  # a negation is the planner's to read
     assert named_values("a red watch", FIELDS, []) == ["baseColour=Red"]  # field values match whole words only
 
