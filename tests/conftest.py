@@ -48,6 +48,12 @@ def _index(settings: Settings, catalog: str):
 
 
 @pytest.fixture(scope="session")
+def movies(settings):
+    """The movie catalog, read from the data folder (not indexed)."""
+    return load_catalog("movies", settings)
+
+
+@pytest.fixture(scope="session")
 def movies_index(settings):
     return _index(settings, "movies")
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from recagent.evals.eval_redial import ranks_of
-from recagent.tools.catalog import load_catalog
 from recagent.tools.datasets import ranking_signals
 from recagent.tools.datasets.ranking_signals import Signals, SignalSources, item_knn, prepare_signals, signals_path
 from recagent.tools.datasets.redial import default_mapping, load_dialogues, protocol_samples, redial_dir
@@ -32,11 +31,6 @@ from recagent.tools.ranking.features import features, recency_weights, requested
 from recagent.tools.ranking.model import RankingHead, batch_inputs, load_checkpoint
 from recagent.tools.text import GENRE_NAMES
 from recagent.tools.train.ranker import feedback_examples, train_ranker
-
-
-@pytest.fixture(scope="module")
-def movies(settings):
-    return load_catalog("movies", settings)
 
 
 @pytest.fixture(scope="module")

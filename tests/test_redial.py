@@ -26,11 +26,6 @@ from recagent.tools.text import title_key
 
 
 @pytest.fixture(scope="module")
-def movies(settings):
-    return load_catalog("movies", settings)
-
-
-@pytest.fixture(scope="module")
 def titles(movies):
     return {it.id: it.title for it in movies.items}
 
