@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from recagent.tools.errors import FeedbackError
+from recagent.tools.errors import FeedbackError, RecagentError
 from recagent.tools.feedback import feedback_user, record_feedback
 
 from .conversation import Conversation
@@ -181,66 +181,89 @@ class Repl:
     def command(self, line: str) -> bool:
         """Run a slash command; False means quit."""
         name, _, arg = line.partition(" ")
-        arg = arg.strip()
         if name in ("/quit", "/exit", "/q"):
             return False
-        if name == "/help":
-            self.say(HELP)
-            self.say(self.feedback_note())
-        elif name == "/reset":
-            self.conversation.reset()
-            self.say("started over")
-        elif name == "/save":
-            if not arg:
-                self.say("usage: /save FILE", "red")
-            else:
-                self.conversation.save(arg)
-                self.say(f"saved to {arg}")
-        elif name == "/load":
-            try:
-                self.conversation = Conversation.load(arg)
-                self.say(f"loaded {arg} ({len(self.conversation.messages)} messages)")
-            except (OSError, ValueError) as exc:
-                self.say(f"cannot load {arg}: {exc}", "red")
-        elif name == "/why":
-            if not self.last:
-                self.say("no turn yet")
-            else:
-                for call in self.last.tool_calls:
-                    err = f"  error: {call.error}" if call.error else ""
-                    self.say(
-                        f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) "
-                        f"{call.seconds * 1000:.0f} ms{err}",
-                        "red" if call.error else None,
-                    )
-                self.say("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
-        elif name in ("/like", "/dislike", *ACCEPT):
-            items = self.conversation.last_items()
-            if not arg.isdigit() or not 1 <= int(arg) <= len(items):
-                self.say(f"usage: {name} N, where N is an item number from the last list", "red")
-            else:
-                item_id = items[int(arg) - 1]
-                (self.conversation.dislike if name == "/dislike" else self.conversation.like)(item_id)
-                kind = "accept" if name in ACCEPT else name[1:]
-                note = self.record(item_id, kind)
-                self.say(f"noted: you {kind} item {arg}{note}")
-        elif name == "/voice":
-            if not arg:
-                self.say("usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)", "red")
-            else:
-                self.ask("", audio=arg)
-        elif name == "/image":
-            try:
-                words = shlex.split(arg)
-            except ValueError:
-                words = arg.split()
-            if not words:
-                self.say("usage: /image PATH [what to change, e.g. but in black]", "red")
-            else:
-                self.ask(" ".join(words[1:]), image=words[0])
+        handlers = {
+            "/help": self._help,
+            "/reset": self._reset,
+            "/save": self._save,
+            "/load": self._load,
+            "/why": self._why,
+            "/voice": self._voice,
+            "/image": self._image,
+        }
+        if name in ("/like", "/dislike", *ACCEPT):
+            self._feedback(name, arg.strip())
+        elif name in handlers:
+            handlers[name](arg.strip())
         else:
             self.say(f"unknown command {name}; /help lists them", "red")
         return True
+
+    def _help(self, arg: str) -> None:
+        self.say(HELP)
+        self.say(self.feedback_note())
+
+    def _reset(self, arg: str) -> None:
+        self.conversation.reset()
+        self.say("started over")
+
+    def _save(self, path: str) -> None:
+        if not path:
+            self.say("usage: /save FILE", "red")
+            return
+        try:
+            self.conversation.save(path)
+        except OSError as exc:
+            self.say(f"cannot save to {path}: {exc.strerror or exc}", "red")
+            return
+        self.say(f"saved to {path}")
+
+    def _load(self, path: str) -> None:
+        try:
+            self.conversation = Conversation.load(path)
+        except RecagentError as exc:
+            self.say(f"cannot load {path}: {exc}", "red")
+            return
+        self.say(f"loaded {path} ({len(self.conversation.messages)} messages)")
+
+    def _why(self, arg: str) -> None:
+        if not self.last:
+            self.say("no turn yet")
+            return
+        for call in self.last.tool_calls:
+            err = f"  error: {call.error}" if call.error else ""
+            self.say(
+                f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) {call.seconds * 1000:.0f} ms{err}",
+                "red" if call.error else None,
+            )
+        self.say("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.last.timings.items()))
+
+    def _feedback(self, name: str, arg: str) -> None:
+        items = self.conversation.last_items()
+        if not arg.isdigit() or not 1 <= int(arg) <= len(items):
+            self.say(f"usage: {name} N, where N is an item number from the last list", "red")
+            return
+        item_id = items[int(arg) - 1]
+        (self.conversation.dislike if name == "/dislike" else self.conversation.like)(item_id)
+        kind = "accept" if name in ACCEPT else name[1:]
+        self.say(f"noted: you {kind} item {arg}{self.record(item_id, kind)}")
+
+    def _voice(self, path: str) -> None:
+        if not path:
+            self.say("usage: /voice PATH (a recording: wav, flac, mp3, ogg, m4a, webm)", "red")
+        else:
+            self.ask("", audio=path)
+
+    def _image(self, arg: str) -> None:
+        try:
+            words = shlex.split(arg)
+        except ValueError:
+            words = arg.split()
+        if not words:
+            self.say("usage: /image PATH [what to change, e.g. but in black]", "red")
+        else:
+            self.ask(" ".join(words[1:]), image=words[0])
 
 
 def run_repl(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 
 from pydantic import SecretStr
@@ -25,7 +24,7 @@ from recagent.tools.models import resolve_model
 from recagent.tools.settings import Settings
 
 from .common import percentile
-from .loopback import free_port, start_server, stop_server
+from .loopback import start_llama_server, stop_server
 
 REQUESTS = [
     "a funny animated film for my kids",
@@ -116,31 +115,10 @@ def run_langchain(settings: Settings, model: str = "llm", requests: Sequence[str
     from langchain.agents import create_agent  # noqa: PLC0415  (heavy: only this baseline needs LangChain's agents)
     from langchain_openai import ChatOpenAI  # noqa: PLC0415  (heavy: only this baseline needs it)
 
-    port = free_port()
     catalog = CatalogView.open("movies", settings)
-    server = start_server(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            resolve_model(model, settings),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--cache",
-            "true",
-        ],
-        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read(),
-        what="llama_cpp.server",
-    )
+    server, url = start_llama_server(resolve_model(model, settings))
     try:
-        llm = ChatOpenAI(
-            model="qwen", base_url=f"http://127.0.0.1:{port}/v1", api_key=SecretStr("none"), temperature=0, timeout=300
-        )
+        llm = ChatOpenAI(model="qwen", base_url=url, api_key=SecretStr("none"), temperature=0, timeout=300)
         turns = []
         for n, text in enumerate(requests, 1):
             agent = create_agent(

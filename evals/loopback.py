@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -35,6 +37,16 @@ def start_server(
                 proc.kill()
                 raise RuntimeError(f"{what} did not start ({' '.join(cmd[:4])} ...)") from None
             time.sleep(0.3)
+
+
+def start_llama_server(model_path: str, log: int | IO[Any] = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """llama-cpp-python's OpenAI-compatible server on a free loopback port with a GGUF; (the process, its /v1 URL)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--n_ctx", "4096", "--cache", "true"]
+    ready = lambda: urllib.request.urlopen(url + "/models", timeout=2).read()  # noqa: E731
+    return start_server(cmd, ready, 180, log, "llama_cpp.server"), url
 
 
 def stop_server(proc: subprocess.Popen) -> None:

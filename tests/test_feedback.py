@@ -243,3 +243,14 @@ def test_chat_options_reach_the_repl(settings, monkeypatch):
     assert off.exit_code == 0 and "not being stored" in off.output and len(feedback_events(settings)) == 2
     on = CliRunner().invoke(cli.main, ["--home", str(settings.home), "chat"], input="/dislike 3\n")
     assert on.exit_code == 0 and feedback_events(settings)[-1]["user"] == user_key("ana", settings)
+
+
+def test_load_and_save_problems_are_one_line_and_the_session_goes_on(settings, tmp_path):
+    r = repl(settings, user="ana")
+    (tmp_path / "broken.json").write_text("{oops")
+    r.command(f"/load {tmp_path / 'broken.json'}")
+    r.command(f"/save {tmp_path / 'no-such-folder' / 'talk.json'}")
+    r.command("/like 1")  # the conversation is still the one shown
+    out = r.console.export_text()
+    assert "cannot load" in out and "not a recagent conversation" in out and "cannot save to" in out
+    assert r.conversation.liked == ["101"] and "Traceback" not in out

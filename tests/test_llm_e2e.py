@@ -3,15 +3,13 @@ server on loopback, through the openai backend). Slow: a few minutes on 2 cores;
 
 import json
 import subprocess
-import sys
-import urllib.request
 
 import pytest
 from conftest import RECAGENT
 
 from recagent.agent.catalog_view import CatalogView
 from recagent.evals.eval_images import held_out_items
-from recagent.evals.loopback import free_port, start_server, stop_server
+from recagent.evals.loopback import start_llama_server, stop_server
 from recagent.tools.models import resolve_model
 
 pytestmark = pytest.mark.slow
@@ -20,30 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def llama_server(settings, tmp_path_factory):
     """`python -m llama_cpp.server` with the same GGUF, on a free loopback port."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
     with open(tmp_path_factory.mktemp("llama-server") / "server.log", "w") as log:
-        proc = start_server(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                resolve_model("llm", settings),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-                "--cache",
-                "true",
-            ],
-            lambda: urllib.request.urlopen(url + "/models", timeout=2).read(),
-            180,
-            log,
-            "llama_cpp.server",
-        )
+        proc, url = start_llama_server(resolve_model("llm", settings), log)
         yield url
         stop_server(proc)
 

@@ -68,10 +68,23 @@ def retrieve_candidates(
     if not has_photo:  # words against photos
         return _words_against_photos(index, encoder, query or "", k, where, exclude)
     photo_vector = np.asarray(photo_vector, dtype=np.float32)
-    text_vector = None
-    if by == "fused" and query:
-        text_vector = embed_texts([query], index.settings)[0]
-    exclude = set(exclude)
+    text_vector = embed_texts([query], index.settings)[0] if by == "fused" and query else None
+    hits, looks = _photo_hits(index, encoder, photo_vector, text_vector, where, set(exclude))
+    if image is not None:  # the source photo is looked for among the best-looking candidates, field terms apart
+        hits = _source_first(image, hits, sorted(hits, key=lambda h: -looks[h.id]))
+    return hits[:k]
+
+
+def _photo_hits(
+    index: CatalogIndex,
+    encoder: ImageEncoder,
+    photo_vector: np.ndarray,
+    text_vector: np.ndarray | None,
+    where: dict | None,
+    exclude: set[str],
+) -> tuple[list[Hit], dict[str, float]]:
+    """The candidates of a photo search (with words: fused), best first, and how each looks (its score before the
+    heads' field terms and the words: where the query's own photo ranks high)."""
     pools = [index.search_images(photo_vector, k=POOL, where=where, exclude=exclude, encoder_key=encoder.key)]
     if encoder.shares_text_space:  # the photo also finds items whose description reads like it
         pools.append(index.search(vector=photo_vector, k=POOL, where=where, exclude=exclude))
@@ -79,7 +92,7 @@ def retrieve_candidates(
         pools.append(index.search(vector=text_vector, k=POOL, where=where, exclude=exclude))
     candidates = {h.id: h for pool in pools for h in pool}
     if not candidates:
-        return []
+        return [], {}
     ids = list(candidates)
     photos, texts = index.vectors(ids, images=True), index.vectors(ids)
     if encoder.shares_text_space and texts:  # through the tower's text adapter, as in training
@@ -87,7 +100,7 @@ def retrieve_candidates(
         adapted = dict(zip(texts_seen, encoder.adapt_texts(np.stack([texts[i] for i in texts_seen]))))
     # a field the request already constrains ("but in black" -> baseColour) is not the photo's to decide
     facets = encoder.photo_facet_terms(photo_vector, [candidates[i].metadata for i in ids], skip=where_fields(where))
-    hits, looks = [], {}  # looks: the score without the field terms, where the query's own photo ranks high
+    hits, looks = [], {}
     for n, item_id in enumerate(ids):
         image_sim = float(photos[item_id] @ photo_vector) if item_id in photos else 0.0
         score = image_sim
@@ -99,12 +112,9 @@ def retrieve_candidates(
         if text_vector is not None:
             text_sim = float(texts[item_id] @ text_vector) if item_id in texts else 0
             score = IMAGE_WEIGHT * score + TEXT_WEIGHT * text_sim
-        hit = candidates[item_id]
-        hits.append(Hit(item_id, hit.title, score, hit.metadata))
+        hits.append(Hit(item_id, candidates[item_id].title, score, candidates[item_id].metadata))
     hits.sort(key=lambda h: -h.score)
-    if image is not None:  # the source photo is looked for among the best-looking candidates, field terms apart
-        hits = _source_first(image, hits, sorted(hits, key=lambda h: -looks[h.id]))
-    return hits[:k]
+    return hits, looks
 
 
 def _words_against_photos(

@@ -107,6 +107,9 @@ def context_items(signals: Signals, ctx: Context, config: RankerConfig) -> tuple
     return np.array(idx, np.int64), recency_weights(len(idx), config.recency)
 
 
+_F = {name: j for j, name in enumerate(FEATURES)}  # feature name -> its position in the last axis
+
+
 def features(signals: Signals, contexts: list[Context], config: RankerConfig) -> np.ndarray:
     """Feature tensor [B, N, F] (F = len(FEATURES)) for a batch of contexts over the whole catalog."""
     b, n = len(contexts), signals.n
@@ -119,41 +122,52 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
         vals += w.tolist()
     A = sparse.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(b, n))
     out = np.zeros((b, n, len(FEATURES)), np.float32)
-    f = {name: j for j, name in enumerate(FEATURES)}
-    # text: [B, 384] @ [384, N]
-    tv = np.stack(
-        [
-            ctx.text_vector if ctx.text_vector is not None else np.zeros(signals.content.shape[1], np.float32)
-            for ctx in contexts
-        ]
-    )
-    out[:, :, f["text"]] = tv @ signals.content.T
-    # content: the weighted mean of the items' content vectors against every item's
+    _text_features(out, signals, contexts)
+    _mentioned_item_features(out, signals, contexts, config, A)
+    _movielens_features(out, signals, contexts, A)
+    _redial_features(out, signals, contexts, A)
+    _catalog_features(out, signals, contexts)
+    return out
+
+
+def _text_features(out: np.ndarray, signals: Signals, contexts: list[Context]) -> None:
+    """text, text_seeker, text_last: [B, 384] @ [384, N]; without their own texts, the text request stands in."""
+    zeros = np.zeros(signals.content.shape[1], np.float32)
+    tv = np.stack([ctx.text_vector if ctx.text_vector is not None else zeros for ctx in contexts])
+    out[:, :, _F["text"]] = tv @ signals.content.T
+    for name, attr in (("text_seeker", "seeker_vector"), ("text_last", "last_vector")):
+        v = np.stack([getattr(c, attr) if getattr(c, attr) is not None else tv[k] for k, c in enumerate(contexts)])
+        out[:, :, _F[name]] = v @ signals.content.T
+
+
+def _mentioned_item_features(
+    out: np.ndarray, signals: Signals, contexts: list[Context], config: RankerConfig, A: sparse.csr_matrix
+) -> None:
+    """content (the weighted mean of the items' content vectors against every item's), content_max and
+    genre_liked (per context, over its items' content vectors [L, 384] and genres [L, G])."""
     mean = np.asarray(A @ signals.content)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
-    out[:, :, f["content"]] = mean @ signals.content.T
-    # content_max, genre_liked: per context, over its items' content vectors [L, 384] and genres [L, G]
+    out[:, :, _F["content"]] = mean @ signals.content.T
     gnorm = np.maximum(np.linalg.norm(signals.genres, axis=1), 1e-6)  # [N]
     for k, ctx in enumerate(contexts):
         idx, _ = context_items(signals, ctx, config)
         if len(idx) and ctx.kind == CONVERSATION:
-            out[k, :, f["content_max"]] = (signals.content[idx] @ signals.content.T).max(0)  # [L, N] -> [N]
+            out[k, :, _F["content_max"]] = (signals.content[idx] @ signals.content.T).max(0)  # [L, N] -> [N]
         if len(idx):
             profile = signals.genres[idx].mean(0)  # [G]
-            out[k, :, f["genre_liked"]] = (signals.genres @ profile) / (gnorm * max(np.linalg.norm(profile), 1e-6))
-    # text_seeker, text_last: [B, 384] @ [384, N]; without their own texts, the text request stands in
-    for name, attr in (("text_seeker", "seeker_vector"), ("text_last", "last_vector")):
-        v = np.stack([getattr(c, attr) if getattr(c, attr) is not None else tv[k] for k, c in enumerate(contexts)])
-        out[:, :, f[name]] = v @ signals.content.T
-    # ml_knn, ml_knn_all: A [B, N] (recency weights) or uniform weights over the items @ knn [N, N]
+            out[k, :, _F["genre_liked"]] = (signals.genres @ profile) / (gnorm * max(np.linalg.norm(profile), 1e-6))
+
+
+def _movielens_features(out: np.ndarray, signals: Signals, contexts: list[Context], A: sparse.csr_matrix) -> None:
+    """ml_knn, ml_knn_all (A [B, N] recency weights, or uniform weights, @ knn [N, N]), ml_pop_recent, and ml_cooc:
+    cosine item-kNN through the users, (A / sqrt(n_m)) R^T R / sqrt(n_i), the context's own user left out."""
     conv = np.array([c.kind == CONVERSATION for c in contexts], np.float32)[:, None]  # [B, 1]
     uniform = A.copy()
     uniform.data[:] = 1.0
     uniform = sparse.diags(1.0 / np.maximum(np.asarray(uniform.sum(axis=1)).ravel(), 1.0)) @ uniform
-    out[:, :, f["ml_knn"]] = _rownorm((A @ signals.knn).toarray() * 100.0) * conv
-    out[:, :, f["ml_knn_all"]] = _rownorm((uniform @ signals.knn).toarray() * 100.0) * conv
-    out[:, :, f["ml_pop_recent"]] = signals.recent[None, :]
-    # ml_cooc: cosine item-kNN through the users: (A / sqrt(n_m)) R^T R / sqrt(n_i), the own user left out
+    out[:, :, _F["ml_knn"]] = _rownorm((A @ signals.knn).toarray() * 100.0) * conv
+    out[:, :, _F["ml_knn_all"]] = _rownorm((uniform @ signals.knn).toarray() * 100.0) * conv
+    out[:, :, _F["ml_pop_recent"]] = signals.recent[None, :]
     if signals.R.shape[0] > 0:
         U = (A.multiply(signals.inv_norm[None, :])).tocsr() @ signals.RT  # [B, users]
         U = U.toarray() if sparse.issparse(U) else np.asarray(U)
@@ -161,8 +175,13 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
             if ctx.user_row is not None and ctx.user_row < U.shape[1]:
                 U[k, ctx.user_row] = 0.0
         S = np.asarray(signals.RT @ U.T).T  # [B, N]
-        out[:, :, f["ml_cooc"]] = _rownorm(S * signals.inv_norm[None, :] * 100.0)
-    # ReDial counts (the context's own dialogue left out)
+        out[:, :, _F["ml_cooc"]] = _rownorm(S * signals.inv_norm[None, :] * 100.0)
+
+
+def _redial_features(out: np.ndarray, signals: Signals, contexts: list[Context], A: sparse.csr_matrix) -> None:
+    """redial_cooc, redial_comention, redial_pop, redial_mentioned: the ReDial counts, each context's own
+    dialogue left out."""
+    b, n = len(contexts), signals.n
     D = (A @ signals.D).toarray()
     M = (A @ signals.M).toarray()
     sugg = np.broadcast_to(signals.suggested, (b, n)).copy()
@@ -180,28 +199,32 @@ def features(signals: Signals, contexts: list[Context], config: RankerConfig) ->
             sugg[k, i] -= c
         for i, c in own.mentioned.items():
             ment[k, i] -= c
-    out[:, :, f["redial_cooc"]] = _rownorm(D * 10.0)
-    out[:, :, f["redial_comention"]] = _rownorm(M * 10.0)
+    out[:, :, _F["redial_cooc"]] = _rownorm(D * 10.0)
+    out[:, :, _F["redial_comention"]] = _rownorm(M * 10.0)
     top = math.log1p(max(float(signals.suggested.max()), 1.0))
-    out[:, :, f["redial_pop"]] = np.log1p(np.maximum(sugg, 0.0)) / top
+    out[:, :, _F["redial_pop"]] = np.log1p(np.maximum(sugg, 0.0)) / top
     top = math.log1p(max(float(signals.mentioned.max()), 1.0))
-    out[:, :, f["redial_mentioned"]] = np.log1p(np.maximum(ment, 0.0)) / top
+    out[:, :, _F["redial_mentioned"]] = np.log1p(np.maximum(ment, 0.0)) / top
+
+
+def _catalog_features(out: np.ndarray, signals: Signals, contexts: list[Context]) -> None:
+    """genre (the share of the genres the request asks for), popularity, quality, year, the decades and their
+    popularity, image (a photo in the context) and constraint (the item passes the context's filters)."""
     asked = np.stack([requested_genres(ctx.text) for ctx in contexts])  # [B, G]
-    out[:, :, f["genre"]] = (asked @ signals.genres.T) / np.maximum(asked.sum(1, keepdims=True), 1.0)
-    out[:, :, f["popularity"]] = signals.popularity[None, :]
-    out[:, :, f["quality"]] = signals.quality[None, :]
-    out[:, :, f["year"]] = signals.year[None, :]
-    first = f["before_1970"]
+    out[:, :, _F["genre"]] = (asked @ signals.genres.T) / np.maximum(asked.sum(1, keepdims=True), 1.0)
+    out[:, :, _F["popularity"]] = signals.popularity[None, :]
+    out[:, :, _F["quality"]] = signals.quality[None, :]
+    out[:, :, _F["year"]] = signals.year[None, :]
+    first = _F["before_1970"]
     out[:, :, first : first + len(DECADES)] = signals.decade[None, :, :]
-    first = f["pop_before_1970"]
+    first = _F["pop_before_1970"]
     out[:, :, first : first + len(DECADES)] = (signals.decade * signals.popularity[:, None])[None, :, :]
     if signals.image is not None:
         for k, ctx in enumerate(contexts):
             if ctx.image_vector is not None:
-                out[k, :, f["image"]] = signals.image @ ctx.image_vector
+                out[k, :, _F["image"]] = signals.image @ ctx.image_vector
     for k, ctx in enumerate(contexts):
-        out[k, :, f["constraint"]] = 1.0 if ctx.allowed is None else ctx.allowed.astype(np.float32)
-    return out
+        out[k, :, _F["constraint"]] = 1.0 if ctx.allowed is None else ctx.allowed.astype(np.float32)
 
 
 def exclusion_mask(signals: Signals, contexts: list[Context]) -> np.ndarray:
