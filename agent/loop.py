@@ -55,6 +55,7 @@ class Reply:
     timings: dict = field(default_factory=dict)
     clarifying: bool = False
     error: str | None = None  # set when the turn failed; the conversation is unchanged then
+    error_kind: str | None = None  # which RecagentError: LLMError, ImageError, AudioError, TurnError, ...
     removed_mentions: list[str] = field(default_factory=list)  # invented titles taken out of the reply
     transcript: str | None = None  # what was heard, for a spoken turn
 
@@ -136,6 +137,16 @@ class Agent:
                 self._ranker = _load_head(self.settings, self.catalog_name)
             return self._ranker
 
+    def warm_up(self, llm: bool = True) -> None:
+        """Load what a first turn would (the catalog's metadata and titles, the ranker) and, with `llm`, evaluate the
+        planner's fixed prompt once, so that the first user's turn costs what a warm one does."""
+        tools = CatalogTools(self.catalog, self.new_conversation(), self.ranker(), self.shown)
+        spec = self._planner_spec(tools)
+        _ = self.catalog.by_title
+        if llm:
+            self.llm.complete([{"role": "system", "content": spec.system}, {"role": "user", "content": "User: hi"}],
+                              schema=spec.schema, max_tokens=1)
+
     # -- one turn -------------------------------------------------------------------------------------
     def turn(
         self,
@@ -164,7 +175,11 @@ class Agent:
         except RecagentError as exc:  # a backend down, a bad file, a broken store: said, and nothing changed
             conversation.restore(snapshot)
             return Reply(
-                text=f"Sorry, that turn failed: {exc}", tool_calls=turn.calls, timings=turn.rounded(), error=str(exc)
+                text=f"Sorry, that turn failed: {exc}",
+                tool_calls=turn.calls,
+                timings=turn.rounded(),
+                error=str(exc),
+                error_kind=exc.__class__.__name__,
             )
         except BaseException:  # cancelled (Ctrl-C) or a bug: the conversation is still as it was
             conversation.restore(snapshot)

@@ -1,9 +1,15 @@
 """Feedback under a pseudonym: the salted hash, no raw names or unshared text on disk, the REPL commands, `forget`,
-and a clear message for a broken store. Real files in a fresh home each; no index or model needed (fast)."""
+a clear message for a broken store, and the import of the store recagent kept before its database (feedback.sqlite3
+and feedback.salt, as written by the code before it, built here with plain sqlite3). Real files in a fresh home
+each; no index or model needed (fast). The database itself (PostgreSQL too) is tested in test_store.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
+import secrets
 import sqlite3
 import stat
 import threading
@@ -39,7 +45,7 @@ def reloaded(settings: Settings) -> Settings:
 
 
 def home_bytes(settings: Settings) -> bytes:
-    """Everything in the home: the store, its WAL and shared memory, the salt."""
+    """Everything in the home: the database, its WAL and shared memory (and the old store, when there is one)."""
     return b"".join(p.read_bytes() for p in sorted(settings.home.iterdir()) if p.is_file())
 
 
@@ -72,8 +78,11 @@ def test_the_pseudonym_is_stable_in_a_home_and_differs_between_homes(tmp_path):
     assert user_key(NAME, one) == key == user_key(f"  {NAME} ", Settings.load(home=tmp_path / "one"))
     assert user_key("someone else", one) != key
     assert user_key(NAME, two) != key
-    salt = one.home / "feedback.salt"
-    assert stat.S_IMODE(salt.stat().st_mode) == 0o600 and len(salt.read_bytes()) == 32
+    assert sorted(p.name for p in one.home.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["recagent.sqlite3"]
+    assert stat.S_IMODE(store_path(one).stat().st_mode) == 0o600  # the salt lives in the owner-only database
+    with sqlite3.connect(store_path(one)) as con:
+        (salt,) = con.execute("SELECT value FROM recagent_meta WHERE key = 'salt'").fetchone()
+    assert len(bytes.fromhex(salt)) == 32 and key == old_key(bytes.fromhex(salt), NAME)  # the same HMAC as before
 
 
 def test_the_name_is_never_written_and_text_only_when_given(settings):
@@ -84,7 +93,7 @@ def test_the_name_is_never_written_and_text_only_when_given(settings):
         reader.execute("SELECT count(*) FROM feedback").fetchone()
         record_feedback(settings, NAME, "2571", "movies", -1)
         record_feedback(settings, NAME, "1", "movies", +1, kind="accept")
-        assert (settings.home / "feedback.sqlite3-wal").exists()
+        assert (settings.home / "recagent.sqlite3-wal").exists()
         data = home_bytes(settings)
         assert NAME.encode() not in data and NAME.lower().encode() not in data
         assert user_key(NAME, settings).encode() in data
@@ -184,15 +193,15 @@ def test_a_corrupt_store_gives_a_clear_message_and_is_left_alone(settings, junk)
     settings.home.mkdir(parents=True)
     path = store_path(settings)
     path.write_bytes(junk)
-    with pytest.raises(FeedbackError, match="feedback.sqlite3 is not a (readable )?recagent feedback store"):
+    with pytest.raises(FeedbackError, match="recagent.sqlite3 is not a (readable )?recagent database"):
         feedback_events(settings)
     with pytest.raises(FeedbackError):
         record_feedback(settings, "ana", "1", "movies", +1)
     r = repl(settings, user="ana")
     assert r.command("/like 1") and r.conversation.liked == ["101"]  # the session goes on
     assert "not stored as feedback" in r.console.export_text()
-    done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "forget", "ana"])  # the salt exists now
-    assert done.exit_code == 1 and "Error: " in done.output and "feedback.sqlite3 is not a" in done.output
+    done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "forget", "ana"])
+    assert done.exit_code == 1 and "Error: " in done.output and "recagent.sqlite3 is not a" in done.output
     assert "Traceback" not in done.output and isinstance(done.exception, SystemExit)
     assert path.read_bytes() == junk
 
@@ -203,11 +212,17 @@ def test_a_foreign_database_or_bad_salt_is_refused(settings):
         con.execute("CREATE TABLE notes (x)")
     with pytest.raises(FeedbackError, match="tables notes"):
         feedback_events(settings)
+    assert store_path(settings).read_bytes()[:16] == b"SQLite format 3\x00"  # still its own: not turned to WAL
+    with sqlite3.connect(store_path(settings)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     store_path(settings).unlink()
-    (settings.home / "feedback.salt").write_bytes(b"short")
-    with pytest.raises(FeedbackError, match="not a recagent feedback salt"):
-        user_key("ana", settings)
-    assert (settings.home / "feedback.salt").read_bytes() == b"short"
+    user_key("ana", settings)  # a new database, with its salt
+    with sqlite3.connect(store_path(settings)) as con:
+        con.execute("UPDATE recagent_meta SET value = 'short' WHERE key = 'salt'")
+    with pytest.raises(FeedbackError, match="holds no usable pseudonym salt"):
+        user_key("ana", reloaded(settings))
+    with sqlite3.connect(store_path(settings)) as con:
+        assert con.execute("SELECT value FROM recagent_meta WHERE key = 'salt'").fetchone() == ("short",)
 
 
 def test_concurrent_writers(settings):
@@ -254,3 +269,115 @@ def test_load_and_save_problems_are_one_line_and_the_session_goes_on(settings, t
     out = r.console.export_text()
     assert "cannot load" in out and "not a recagent conversation" in out and "cannot save to" in out
     assert r.conversation.liked == ["101"] and "Traceback" not in out
+
+
+# -- the store recagent kept before its database -------------------------------------------------------------------
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    item TEXT NOT NULL,
+    catalog TEXT NOT NULL,
+    signal INTEGER NOT NULL CHECK (signal IN (-1, 1)),
+    kind TEXT NOT NULL,
+    time REAL NOT NULL,
+    text TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user);
+CREATE INDEX IF NOT EXISTS feedback_catalog ON feedback (catalog);
+"""
+OLD_ROWS = [
+    (NAME, "318", "movies", 1, "like", 100.0, None),
+    ("bob", "2", "movies", -1, "dislike", 200.0, '[{"role": "user", "content": "secret-bob-words"}]'),
+    (NAME, "15", "fashion", 1, "accept", 300.0, None),
+]
+
+
+def old_key(salt: bytes, name: str) -> str:
+    return hmac.new(salt, name.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def write_old_store(home, rows=OLD_ROWS, salt: bytes | None = None) -> tuple[bytes, sqlite3.Connection]:
+    """HOME/feedback.sqlite3 (WAL, schema user_version 1) and HOME/feedback.salt as the code before the database
+    wrote them; returns the salt and the writer's connection, still open (close it to fold its WAL)."""
+    home.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_bytes(32) if salt is None else salt
+    fd = os.open(home / "feedback.salt", os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, salt)
+    os.close(fd)
+    con = sqlite3.connect(home / "feedback.sqlite3", isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.executescript(OLD_SCHEMA)
+    con.execute("PRAGMA user_version = 1")
+    for name, *rest in rows:
+        insert = "INSERT INTO feedback (user, item, catalog, signal, kind, time, text) VALUES (?,?,?,?,?,?,?)"
+        con.execute(insert, (old_key(salt, name), *rest))
+    return salt, con
+
+
+def old_files(home) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in home.iterdir() if p.name.startswith("feedback.")}
+
+
+def test_the_old_store_is_imported_with_its_pseudonyms_and_never_written_again(settings):
+    salt, writer = write_old_store(settings.home)
+    writer.close()
+    before = old_files(settings.home)
+    assert set(before) == {"feedback.sqlite3", "feedback.salt"}
+    events = feedback_events(settings)  # the first open of the default database creates it and imports
+    assert [(e["user"], e["item"], e["catalog"], e["signal"], e["kind"], e["time"]) for e in events] == [
+        (old_key(salt, NAME), "318", "movies", 1, "like", 100.0),
+        (old_key(salt, "bob"), "2", "movies", -1, "dislike", 200.0),
+        (old_key(salt, NAME), "15", "fashion", 1, "accept", 300.0),
+    ]
+    assert user_key(NAME, settings) == old_key(salt, NAME)  # the salt came first: the same pseudonyms
+    with sqlite3.connect(store_path(settings)) as con:
+        assert [t for (t,) in con.execute("SELECT text FROM feedback ORDER BY id")][1] == OLD_ROWS[1][6]
+    record_feedback(settings, NAME, "4", "movies", +1)
+    assert len(feedback_events(reloaded(settings))) == 4  # imported once
+    done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "forget", "bob"])
+    assert done.exit_code == 0 and "deleted 1 feedback event of bob" in done.output
+    assert b"secret-bob-words" not in store_path(settings).read_bytes()
+    assert old_files(settings.home) == before  # read, never written: no -wal or -shm beside them either
+    assert stat.S_IMODE(store_path(settings).stat().st_mode) == 0o600
+
+
+def test_the_old_store_is_read_through_its_unfolded_wal(settings):
+    salt, writer = write_old_store(settings.home)  # an old REPL still running: its writes are in the WAL only
+    try:
+        assert (settings.home / "feedback.sqlite3-wal").stat().st_size > 0
+        main, wal = (
+            (settings.home / "feedback.sqlite3").read_bytes(),
+            (settings.home / "feedback.sqlite3-wal").read_bytes(),
+        )
+        assert [e["item"] for e in feedback_events(settings)] == ["318", "2", "15"]
+        assert (settings.home / "feedback.sqlite3").read_bytes() == main
+        assert (settings.home / "feedback.sqlite3-wal").read_bytes() == wal
+    finally:
+        writer.close()
+
+
+def test_an_existing_database_is_not_imported_into(settings):
+    record_feedback(settings, "cy", "7", "movies", +1)  # the database exists (and has its own salt)
+    write_old_store(settings.home)[1].close()
+    assert [e["item"] for e in feedback_events(reloaded(settings))] == ["7"]
+
+
+def test_a_broken_old_store_or_salt_is_refused_and_left_as_it_is(settings):
+    write_old_store(settings.home)[1].close()
+    (settings.home / "feedback.salt").write_bytes(b"short")
+    before = old_files(settings.home)
+    with pytest.raises(FeedbackError, match=r"feedback.salt is not a recagent feedback salt \(5 bytes\)"):
+        feedback_events(settings)
+    with pytest.raises(FeedbackError, match="feedback.salt is not a recagent feedback salt"):
+        record_feedback(settings, "ana", "1", "movies", +1)  # nothing is stored while the import cannot be done
+    assert old_files(settings.home) == before
+    (settings.home / "feedback.salt").unlink()
+    (settings.home / "feedback.sqlite3").write_bytes(b"this is not a database")
+    before = old_files(settings.home)
+    with pytest.raises(FeedbackError, match="feedback.sqlite3 is not a readable recagent feedback store"):
+        feedback_events(settings)
+    assert old_files(settings.home) == before
+    (settings.home / "feedback.sqlite3").unlink()  # moved away: recagent starts without it
+    record_feedback(settings, "ana", "1", "movies", +1)
+    assert [e["item"] for e in feedback_events(settings)] == ["1"]

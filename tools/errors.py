@@ -43,12 +43,28 @@ class FeedbackError(RecagentError):
     """The feedback store or its salt cannot be used; the message names the file and what to do."""
 
 
+class DatabaseError(RecagentError):
+    """recagent's database is unavailable, damaged or not recagent's; the message names it (never its password)."""
+
+
 class LLMError(RecagentError):
     """The LLM backend failed (down, timed out, refused, unreadable answer); the message says which."""
 
 
 class ReplayError(LLMError):
     """A replayed run asked the LLM something the recording does not hold (the run diverged from it)."""
+
+
+class BusyError(RecagentError):
+    """The service has as many turns in hand as it takes; the message says when to try again."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConflictError(RecagentError):
+    """The conversation changed meanwhile (another turn is running or was stored first); nothing was written."""
 
 
 class ToolError(RecagentError):

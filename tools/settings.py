@@ -47,6 +47,12 @@ class Settings:
     user: str | None = None  # whose feedback: --user, RECAGENT_USER; None: the login name
     feedback: bool = True  # store likes and dislikes: --feedback/--no-feedback, RECAGENT_FEEDBACK=0
     share_text: bool = False  # store the conversation text with them: --share-text, RECAGENT_FEEDBACK_TEXT=1
+    # conversations and feedback (tools/store.py): a SQLAlchemy URL; None means a SQLite file in the home
+    db_url: str | None = None  # --db, RECAGENT_DB
+
+    def database_url(self) -> str:
+        """Where conversations and feedback are stored: the db_url, else sqlite:///HOME/recagent.sqlite3."""
+        return self.db_url or f"sqlite:///{self.home / 'recagent.sqlite3'}"
 
     @classmethod
     def load(
@@ -113,6 +119,7 @@ _OPTION_ENV = {
     "user": ("RECAGENT_USER", str),
     "feedback": ("RECAGENT_FEEDBACK", bool),
     "share_text": ("RECAGENT_FEEDBACK_TEXT", bool),
+    "db_url": ("RECAGENT_DB", str),
 }
 
 

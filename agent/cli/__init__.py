@@ -2,10 +2,10 @@
 
 app.py (the group and its error handling), options.py (shared options), catalog.py (index, search, models, data),
 chat.py (ask, chat, forget), evaluate.py (eval voice, images, redial, movielens),
-dialogues.py (eval dialogues, simulate), train.py (train-...), bench.py (bench ...).
+dialogues.py (eval dialogues, simulate), serve.py (serve), train.py (train-...), bench.py (bench ...).
 """
 
-from . import bench, catalog, chat, dialogues, evaluate, train  # noqa: F401  (each registers its commands on `main`)
+from . import bench, catalog, chat, dialogues, evaluate, serve, train  # noqa: F401  (each registers its commands on `main`)
 from .app import main
 
 __all__ = ["main"]
