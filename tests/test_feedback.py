@@ -179,7 +179,7 @@ def test_forget_deletes_exactly_that_users_rows(settings):
     record_feedback(settings, NAME, "2", "fashion", -1)
     record_feedback(settings, "bob", "1", "movies", +1)
     done = runner.invoke(cli.main, ["--home", str(settings.home), "forget", NAME])
-    assert done.exit_code == 0 and "deleted 2 feedback events" in done.output
+    assert done.exit_code == 0 and "deleted 2 stored records of" in done.output
     assert [(e["user"], e["item"]) for e in feedback_events(settings)] == [(user_key("bob", settings), "1")]
     assert b"secret-zelda-words" not in home_bytes(settings)  # overwritten, not just unlinked from the table
     again = runner.invoke(cli.main, ["--home", str(settings.home), "forget", NAME])
@@ -336,7 +336,7 @@ def test_the_old_store_is_imported_with_its_pseudonyms_and_never_written_again(s
     record_feedback(settings, NAME, "4", "movies", +1)
     assert len(feedback_events(reloaded(settings))) == 4  # imported once
     done = CliRunner().invoke(cli.main, ["--home", str(settings.home), "forget", "bob"])
-    assert done.exit_code == 0 and "deleted 1 feedback event of bob" in done.output
+    assert done.exit_code == 0 and "deleted 1 stored record of bob" in done.output
     assert b"secret-bob-words" not in store_path(settings).read_bytes()
     assert old_files(settings.home) == before  # read, never written: no -wal or -shm beside them either
     assert stat.S_IMODE(store_path(settings).stat().st_mode) == 0o600

@@ -110,6 +110,8 @@ def forget(settings: Settings, user: str) -> None:
     """Delete everything stored for USER (their feedback, and any conversation text shared with it)."""
     deleted = forget_user(settings, user)
     if deleted:
-        click.echo(f"deleted {deleted} feedback event{'s' if deleted != 1 else ''} of {user}")
+        click.echo(
+            f"deleted {deleted} stored record{'s' if deleted != 1 else ''} of {user} (feedback and conversations)"
+        )
     else:
         click.echo(f"nothing stored for {user}")
