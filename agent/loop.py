@@ -144,8 +144,11 @@ class Agent:
         spec = self._planner_spec(tools)
         _ = self.catalog.by_title
         if llm:
-            self.llm.complete([{"role": "system", "content": spec.system}, {"role": "user", "content": "User: hi"}],
-                              schema=spec.schema, max_tokens=1)
+            self.llm.complete(
+                [{"role": "system", "content": spec.system}, {"role": "user", "content": "User: hi"}],
+                schema=spec.schema,
+                max_tokens=1,
+            )
 
     # -- one turn -------------------------------------------------------------------------------------
     def turn(
