@@ -44,7 +44,8 @@ def start_llama_server(model_path: str, log: int | IO[Any] = subprocess.DEVNULL)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--n_ctx", "4096", "--cache", "true"]
+    # requests queue rather than cut each other short (the server's default interrupts a stream for a new request)
+    cmd += ["--n_ctx", "4096", "--cache", "true", "--interrupt_requests", "false"]
     ready = lambda: urllib.request.urlopen(url + "/models", timeout=2).read()  # noqa: E731
     return start_server(cmd, ready, 180, log, "llama_cpp.server"), url
 

@@ -22,6 +22,17 @@ if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null; then
   fi
 fi
 
+# PostgreSQL's server programs (initdb, pg_ctl): the tests start a throwaway cluster for replicas sharing one
+# database. Debian keeps them off the PATH, in /usr/lib/postgresql/N/bin, where the tests look.
+if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing postgresql (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "setup: warning: PostgreSQL's initdb and pg_ctl are missing; the tests of replicas sharing a database skip without them (e.g. apt-get install postgresql)" >&2
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip

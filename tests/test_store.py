@@ -1,104 +1,26 @@
 """recagent's database (tools/store.py) on real SQLite files and on a real throwaway PostgreSQL cluster started here:
 schema and upgrades, atomic turns, ownership, forget, the shared salt, and an unavailable database. Nothing mocked.
-
-The PostgreSQL fixture belongs in tests/conftest.py once the service tests need it too."""
+The PostgreSQL cluster (the `postgres` fixture) is tests/conftest.py's."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
-import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
+from conftest import PASSWORD
 from sqlalchemy import create_engine, insert, inspect, select, text
 
-from recagent.evals.loopback import free_port
 from recagent.tools.errors import ConflictError, DatabaseError
 from recagent.tools.store import Store, StoreConflict, close_all
 from recagent.tools.store_schema import FEEDBACK, META, MIGRATIONS, SCHEMA_VERSION, pseudonym
 
 TABLES = {"recagent_meta", "feedback", "conversations", "turns", "openai_threads"}
-PASSWORD = "s3cret-pw"  # the cluster's; no message may show it
 STATE = {"catalog": "movies", "messages": [], "shown": []}
-
-
-# -- a throwaway PostgreSQL cluster ----------------------------------------------------------------------------------
-def postgres_bin() -> Path | None:
-    """The folder of initdb and pg_ctl: theirs on the PATH (links followed), else Debian's newest
-    /usr/lib/postgresql/N/bin."""
-    on_path = shutil.which("pg_ctl")
-    if on_path and (Path(on_path).resolve().parent / "initdb").exists():
-        return Path(on_path).resolve().parent
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    return found[-1].parent if found else None
-
-
-@dataclass
-class Cluster:
-    bin: Path
-    root: Path  # the data folder, the log and the socket live here
-    port: int
-    as_owner: list[str]  # runuser -u postgres -- when run as root (PostgreSQL refuses to run as root)
-
-    def run(self, tool: str, *args: str) -> None:
-        cmd = [*self.as_owner, str(self.bin / tool), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, f"{tool}: {done.stdout}{done.stderr}"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off -c full_page_writes=off"
-        self.run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-o", options, "start")
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
-
-    def new_database(self) -> str:
-        """A fresh, empty database; its URL (TCP with a password, as a replica would connect)."""
-        name = f"t{next(_NUMBERS)}"
-        with psycopg.connect(host=str(self.root), port=self.port, user="postgres", autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")  # over the socket, where the cluster trusts its owner
-        return f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{self.port}/{name}"
-
-
-_NUMBERS = iter(range(1, 10_000))
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Cluster]:
-    """initdb into a temporary folder, start on a free loopback port (its socket in that folder), stop and remove."""
-    pg_bin = postgres_bin()
-    if pg_bin is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql package to run these")
-    root = Path(tempfile.mkdtemp(prefix="recagent-pg-"))  # not under pytest's tmp: the postgres user must enter it
-    as_owner = []
-    if os.geteuid() == 0:
-        as_owner = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-    cluster = Cluster(pg_bin, root, free_port(), as_owner)
-    try:
-        (root / "pw").write_text(PASSWORD)
-        if as_owner:
-            shutil.chown(root / "pw", "postgres")
-        cluster.run(
-            "initdb", "-D", str(root / "data"), "-U", "postgres", f"--pwfile={root / 'pw'}", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C",
-        )  # fmt: skip
-        cluster.start()
-        yield cluster
-    finally:
-        close_all()  # no pooled connection outlives the cluster
-        if (root / "data" / "postmaster.pid").exists():
-            cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -38,7 +38,7 @@ class LocalLLM:
             )
             # Keep the KV state of recent prompts: the planner's long fixed prefix is evaluated once,
             # even when reply-writing calls and other conversations come in between.
-            self._llama.set_cache(LlamaRAMCache(capacity_bytes=1 << 30))
+            self._llama.set_cache(CompactStates(LlamaRAMCache(capacity_bytes=1 << 30)))
         return self._llama
 
     def complete(
@@ -78,6 +78,29 @@ class LocalLLM:
                 prompt_seconds=first - started,
                 generation_seconds=end - first,
             )
+
+
+class CompactStates:
+    """A llama-cpp-python prompt cache whose saved states keep one row of logits instead of up to n_batch rows.
+
+    `Llama.save_state` copies the logits buffer (up to 512 x the vocabulary in float32: 311 MB for Qwen's 151,936
+    tokens) into every state, and `LlamaRAMCache` counts only the KV part against its capacity: under load (many
+    conversations, many distinct prompts) the "1 GB" cache grew past 20 GB and the service was killed for memory.
+    Without logits_all the rows are never read (sampling runs inside llama.cpp; a cached prompt's last token is
+    evaluated again), so one row, which `load_state` broadcasts, is enough."""
+
+    def __init__(self, cache: Any):
+        self.cache = cache
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.cache[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.cache
+
+    def __setitem__(self, key: Any, state: Any) -> None:
+        state.scores = state.scores[-1:].copy()
+        self.cache[key] = state
 
 
 def _n_prompt_tokens(llama: Any) -> int:

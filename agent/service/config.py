@@ -29,6 +29,10 @@ class ServiceConfig:
     max_upload_bytes: int = 20 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     warm_up: bool = True  # evaluate the planner's fixed prompt before reporting ready
+    # torch's threads for a turn's small work (the query's embedding, the ranking head, a photo); None: torch's own
+    # choice. One: 9 ms a turn, where torch's two OpenMP threads, spinning between calls while uvicorn's threads want
+    # the cores, took 45-55 ms on 2 cores; turns running at once each use a core of their own.
+    torch_threads: int | None = 1
 
     def check(self) -> None:
         """Refuse a configuration that would expose the service: another address than loopback needs keys."""

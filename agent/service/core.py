@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -18,6 +19,8 @@ from recagent.agent.conversation import Conversation
 from recagent.agent.llm import LLM, make_llm
 from recagent.agent.loop import Agent, OnEvent, Reply
 from recagent.tools.errors import BusyError, ConfigError, ConflictError, RecagentError
+from recagent.tools.images import image_encoder
+from recagent.tools.models import text_embedder
 from recagent.tools.store import ConversationRecord, Store
 
 from .config import ServiceConfig
@@ -25,6 +28,7 @@ from .llm_queue import FairLLM
 from .metrics import Metrics
 
 log = logging.getLogger("recagent.serve")
+BUSY_CONVERSATION = "this conversation has a turn running; wait for its reply"
 
 
 @dataclass
@@ -72,11 +76,12 @@ class Service:
         self.metrics = Metrics(
             queue_depth=lambda: self.llm.depth,
             in_progress=lambda: self._pending,
-            conversations=self.store.count_conversations,
+            conversations=self._conversations_stored,
         )
         self.llm = FairLLM(backend, config.llm_parallel, on_wait=self.metrics.queue_wait.observe)
         self.agents = {name: Agent(self.llm, name, config.settings) for name in config.catalogs}
         self.ready = False
+        self.problems: list[str] = []  # what warm-up could not load (a catalog not indexed...): /readyz says 503
         self.started = time.time()
         self._pending = 0
         self._turn_seconds = 10.0  # a running mean, for Retry-After
@@ -87,10 +92,42 @@ class Service:
     def warm_up(self) -> None:
         """Load every catalog, ranker and the model, and evaluate the planner's fixed prompt; then ready."""
         started = time.perf_counter()
-        for agent in self.agents.values():
-            agent.warm_up(llm=self.config.warm_up and self.config.llm_kind != "scripted")
+        if self.config.torch_threads:
+            import torch  # noqa: PLC0415 (heavy: loaded when the service warms up, not when the command starts)
+
+            torch.set_num_threads(self.config.torch_threads)
+        for name, agent in self.agents.items():
+            try:
+                agent.warm_up(llm=False)
+            except RecagentError as exc:  # not ready until it is fixed (and the service restarted)
+                self.problems.append(f"{name}: {self.public(str(exc))}")
+                log.error("catalog %s cannot serve turns: %s", name, exc)
+                continue
+            try:
+                agent.warm_up(llm=self.config.warm_up and self.config.llm_kind != "scripted")
+            except RecagentError as exc:  # the LLM did not answer: its turns say why until it comes back
+                log.warning("warm-up call to the LLM failed: %s", exc)
+        self._load_encoders()
         self.ready = True
         log.info("ready in %.1f s (%s)", time.perf_counter() - started, ", ".join(self.agents))
+
+    def _load_encoders(self) -> None:
+        """Load the text embedder (the first words not in the embedding cache would otherwise wait seconds for it) and
+        the image encoder of each catalog with photos (half a second on the first photo)."""
+        try:
+            text_embedder(self.config.settings)
+            for name, agent in self.agents.items():
+                if any(meta.get("_image") for meta in agent.catalog.meta.values()):
+                    image_encoder(self.config.settings, name)
+        except RecagentError as exc:  # a missing model fails the turns that need it, with this message
+            log.warning("not loaded at start: %s", exc)
+
+    def _conversations_stored(self) -> float:
+        """The gauge at /metrics; NaN while the database is unavailable, so that the scrape still answers."""
+        try:
+            return self.store.count_conversations()
+        except RecagentError:
+            return float("nan")
 
     def agent(self, catalog: str) -> Agent:
         if catalog not in self.agents:
@@ -117,7 +154,7 @@ class Service:
                 self.metrics.error("busy")
                 raise BusyError(f"the service is busy ({self._pending} turns in hand); try again in {retry} s", retry)
             if conversation_id in self._busy:
-                raise ConflictError("this conversation has a turn running; wait for its reply")
+                raise ConflictError(BUSY_CONVERSATION)
             self._pending += 1
             self._busy.add(conversation_id)
         started = time.perf_counter()
@@ -141,11 +178,14 @@ class Service:
         with tempfile.TemporaryDirectory(prefix="recagent-turn-") as tmp:
             audio = None
             if turn.audio is not None:  # the speech tools read a file; its name keeps the upload's extension
-                audio = str(Path(tmp) / Path(turn.audio_name).name)
+                audio = str(Path(tmp) / f"upload{upload_suffix(turn.audio_name)}")
                 Path(audio).write_bytes(turn.audio)
             reply = agent.turn(conversation, turn.text, on_event=relay, audio=audio, image=turn.image)
         reply.items = [image_url(record.catalog, i) for i in reply.items]
-        if reply.error:
+        if reply.error:  # said of the file the user sent, and without the server's own paths
+            name = upload_name(turn.audio_name)
+            reply.error = self.public(reply.error.replace(audio, name) if audio else reply.error)
+            reply.text = self.public(reply.text.replace(audio, name) if audio else reply.text)
             self.metrics.error(reply.error_kind or "RecagentError")
             self.metrics.turn(record.catalog, "error", reply.timings)
             return TurnResult(reply, record.version, stored=False)
@@ -166,6 +206,16 @@ class Service:
         self.metrics.turn(record.catalog, "clarifying" if reply.clarifying else "ok", reply.timings)
         return TurnResult(reply, version, stored=True)
 
+    def public(self, message: str) -> str:
+        """A message as a client may see it: the database and the server's folders are not named."""
+        where = self.store.where
+        message = message.replace(f"the database {where}", "the database").replace(where, "the database")
+        settings = self.config.settings
+        folders = [(settings.home, "HOME"), (settings.data, "DATA"), (settings.cache, "CACHE")]
+        for folder, name in sorted(((str(f), n) for f, n in folders if f), key=lambda f: -len(f[0])):
+            message = message.replace(folder, name)
+        return message
+
     def item_image(self, catalog: str, item_id: str) -> Path | None:
         """The image file of a catalog item, if it has one: looked up by id, never by a path from the request."""
         meta = self.agent(catalog).catalog.meta.get(item_id)
@@ -175,7 +225,20 @@ class Service:
     # -- feedback -------------------------------------------------------------------------------------
     def feedback(self, record: ConversationRecord, user: str, item: str, kind: str) -> dict:
         """Like, dislike or accept an item shown in this conversation: it steers the conversation (as /like does in
-        the REPL) and, unless feedback is off, is stored under the user's pseudonym."""
+        the REPL) and, unless feedback is off, is stored under the user's pseudonym. While a turn of the conversation
+        runs it is refused (ConflictError): storing it would make that turn's commit fail."""
+        with self._lock:
+            if record.id in self._busy:
+                raise ConflictError(BUSY_CONVERSATION)
+            self._busy.add(record.id)
+        try:
+            return self._feedback(record, item, kind)
+        finally:
+            with self._lock:
+                self._busy.discard(record.id)
+
+    def _feedback(self, record: ConversationRecord, item: str, kind: str) -> dict:
+        record = self.store.get_conversation(record.id, record.owner) or record  # as it is now, not as first read
         conversation = Conversation.from_dict(record.state)
         if item not in conversation.shown:
             raise ConfigError(f"item {item!r} was not shown in this conversation")
@@ -186,6 +249,18 @@ class Service:
             signal = -1 if kind == "dislike" else 1
             self.store.record_feedback(record.owner, item, record.catalog, signal, kind, conversation_id=record.id)
         return {"item": item, "kind": kind, "version": version, "stored": stored}
+
+
+def upload_suffix(name: str) -> str:
+    """The extension of an uploaded file's name, safe to use in a file name of the server's (or none)."""
+    suffix = re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8]
+    return f".{suffix}" if suffix else ""
+
+
+def upload_name(name: str) -> str:
+    """An uploaded file's name as messages give it: its last part, printable, or "the recording"."""
+    base = re.sub(r"[\x00-\x1f\x7f]", "", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return base if base.strip(".") else "the recording"
 
 
 def image_url(catalog: str, item: dict) -> dict:

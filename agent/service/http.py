@@ -10,10 +10,11 @@
     DELETE /users/me                         forget everything stored for you
     GET    /healthz, /readyz, /metrics
 
-Every error is JSON {"error": one clear line, "kind": its class}: 400 for input the agent cannot use, 401 without a
-valid key, 404 for a conversation that is not yours, 409 while another turn of it runs, 413 for an upload over the
-limit, 422 for a malformed request (the field named), 503 (with Retry-After when full) when a backend is down or the
-service is busy. No stack trace or internal path is ever sent.
+Every error is JSON {"error": one clear line, "kind": its class} (under /v1 an OpenAI error object): 400 for input
+the agent cannot use or a body that is not JSON, 401 without a valid key, 404 for a conversation that is not yours,
+409 while another turn of it runs (or a like would race it), 413 for an upload over the limit, 415 for a body that is
+neither JSON nor a form, 422 for a malformed request (the field named), 503 (with Retry-After when full) when a
+backend is down or the service is busy. No stack trace or internal path is ever sent (Service.public).
 """
 
 from __future__ import annotations
@@ -24,36 +25,25 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, NoReturn
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recagent.tools.errors import BusyError, RecagentError
 from recagent.tools.store import ConversationRecord
 
 from .config import LOCAL_USER
 from .core import Service, TurnInput, TurnResult
-from .events import error_body, start_streamed_turn, until_final
+from .events import error_body, error_status, start_streamed_turn, until_final
 from .openai_compat import router as openai_router
 
 log = logging.getLogger("recagent.serve")
-
-# RecagentError kinds -> HTTP status (anything else a RecagentError: 503, a backend's trouble)
-STATUS = {
-    "ConfigError": 400,
-    "ImageError": 400,
-    "AudioError": 400,
-    "TurnError": 400,
-    "ToolError": 400,
-    "ConflictError": 409,
-    "StoreConflict": 409,
-    "BusyError": 503,
-}
 
 
 class NewConversation(BaseModel):
@@ -67,10 +57,6 @@ class TextTurn(BaseModel):
 class Feedback(BaseModel):
     item: str = Field(..., description="The id of an item shown in this conversation.")
     kind: Literal["like", "dislike", "accept"]
-
-
-def error_status(kind: str | None) -> int:
-    return STATUS.get(kind or "", 503)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -104,9 +90,7 @@ def create_app(service: Service) -> FastAPI:
 
     def owned(conversation_id: str, name: str = Depends(user)) -> ConversationRecord:
         record = service.store.get_conversation(conversation_id, service.owner(name))
-        if record is None:
-            raise HTTPException(404, f"no conversation {conversation_id!r}")
-        return record
+        return record or gone(conversation_id)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
@@ -114,8 +98,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/readyz", tags=["service"])
     def readyz() -> JSONResponse:
-        body = {"ready": service.ready, "catalogs": list(service.agents), "llm": service.llm.name}
-        return JSONResponse(body, status_code=200 if service.ready else 503)
+        ready = service.ready and not service.problems
+        body = {"ready": ready, "catalogs": list(service.agents), "llm": service.llm.name, "problems": service.problems}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["service"])
     def metrics() -> PlainTextResponse:
@@ -143,8 +128,11 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/conversations/{conversation_id}/turns", tags=["conversations"])
     async def post_turn(request: Request, record: ConversationRecord = Depends(owned)) -> Response:
         turn = await read_turn(request, service.config.max_upload_bytes)
-        stack = contextlib.ExitStack()
-        stack.enter_context(service.admitted(record.id))  # 503 or 409 before anything runs
+        with contextlib.ExitStack() as admission:
+            admission.enter_context(service.admitted(record.id))  # 503 or 409 before anything runs
+            # the conversation as it is now: a turn that ended since it was first read has moved it on
+            record = service.store.get_conversation(record.id, record.owner) or gone(record.id)
+            stack = admission.pop_all()  # held until the turn ends
         if "text/event-stream" in request.headers.get("accept", ""):
             events = start_streamed_turn(service, record, turn, stack)
             return StreamingResponse(
@@ -172,6 +160,10 @@ def create_app(service: Service) -> FastAPI:
         return {"deleted": service.store.forget(service.owner(name))}
 
     return app
+
+
+def gone(conversation_id: str) -> NoReturn:
+    raise HTTPException(404, f"no conversation {conversation_id!r}")
 
 
 def conversation_summary(record: ConversationRecord) -> dict:
@@ -205,7 +197,7 @@ async def read_turn(request: Request, limit: int) -> TurnInput:
                 continue
             data = await upload.read(limit + 1)
             if len(data) > limit:
-                raise HTTPException(413, f"the {field} file is over {limit // 2**20} MB")
+                raise HTTPException(413, f"the {field} file is over {megabytes(limit)}")
             if field == "audio":
                 turn.audio, turn.audio_name = data, upload.filename or "recording"
             else:
@@ -237,10 +229,26 @@ def upload_limit(limit: int) -> Callable[[Request, Callable[[Request], Awaitable
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > 2 * limit + 65536:
-            return JSONResponse(error_body(f"the request is over {2 * limit // 2**20} MB", "PayloadTooLarge"), 413)
+            return error_response(request, 413, f"the request is over {megabytes(2 * limit)}", "PayloadTooLarge")
         return await call_next(request)
 
     return middleware
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.3g} MB"
+
+
+def error_response(
+    request: Request, status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An error in the shape its client expects: {"error", "kind"} on the native API, an OpenAI error object
+    ({"error": {"message", "type", "param", "code"}}) under /v1, which the openai client raises with its message."""
+    if request.url.path.startswith("/v1/"):
+        body: dict = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    else:
+        body = error_body(message, kind)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI, service: Service) -> None:
@@ -250,22 +258,27 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
     async def recagent_error(request: Request, exc: RecagentError) -> JSONResponse:
         kind = exc.__class__.__name__
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
-        return JSONResponse(error_body(str(exc), kind), status_code=error_status(kind), headers=headers)
+        return error_response(request, error_status(kind), service.public(str(exc)), kind, headers)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(error_body(str(exc.detail), "HTTPError"), status_code=exc.status_code)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own, and the router's 404 and 405
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail), "HTTPError", exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:  # not JSON at all: a bad request, not a field to name
+            detail = (broken.get("ctx") or {}).get("error")
+            message = "the body is not valid JSON" + (f" ({detail})" if detail else "")
+            return error_response(request, 400, message, "HTTPError")
         problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-            for e in exc.errors()
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in errors
         ]
-        return JSONResponse(error_body("; ".join(problems) or "malformed request", "ValidationError"), 422)
+        return error_response(request, 422, "; ".join(problems) or "malformed request", "ValidationError")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         reference = uuid.uuid4().hex[:8]
         log.exception("internal error %s on %s %s", reference, request.method, request.url.path)
-        return JSONResponse(error_body(f"internal error (reference {reference})", "InternalError"), 500)
+        return error_response(request, 500, f"internal error (reference {reference})", "InternalError")

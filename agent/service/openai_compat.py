@@ -25,10 +25,11 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from recagent.tools.errors import RecagentError
 from recagent.tools.store import ConversationRecord
 
 from .core import Service, TurnInput, TurnResult
-from .events import start_streamed_turn, until_final
+from .events import error_status, start_streamed_turn, until_final
 
 PREFIX = "recagent"
 _DATA_URL = re.compile(r"^data:(image/[\w.+-]+);base64,(.*)$", re.S)
@@ -83,7 +84,7 @@ def turn_of(message: ChatMessage, limit: int) -> TurnInput:
             audio = part.get("input_audio") or {}
             turn.audio = _decode(audio.get("data", ""), "input_audio", limit)
             turn.audio_name = f"speech.{re.sub(r'[^a-z0-9]', '', str(audio.get('format', 'wav')).lower()) or 'wav'}"
-    if not turn.text and turn.image is None and turn.audio is None:
+    if not turn.text.strip() and turn.image is None and turn.audio is None:
         raise HTTPException(400, "the last user message is empty")
     return turn
 
@@ -126,7 +127,7 @@ def router(service: Service, user: Any) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["openai"])
 
     @api.get("/models")
-    def models() -> dict:
+    def models(name: str = Depends(user)) -> dict:  # a chat UI checks its key here: a wrong one is told at once
         now = int(service.started)
         return {
             "object": "list",
@@ -142,40 +143,59 @@ def router(service: Service, user: Any) -> APIRouter:
             raise HTTPException(400, "the last message must be the user's")
         turn = turn_of(body.messages[-1], service.config.max_upload_bytes)
         owner = service.owner(name)
-        record = conversation_for(service, owner, catalog, thread_key(owner, body.model, body.messages[:-1]))
+        record, made = conversation_for(service, owner, catalog, thread_key(owner, body.model, body.messages[:-1]))
+
+        def discard() -> None:  # a conversation made for a request whose turn is not stored goes again
+            if made:
+                with contextlib.suppress(RecagentError):
+                    service.store.delete_conversation(record.id, owner)
+
         stack = contextlib.ExitStack()
-        stack.enter_context(service.admitted(record.id))
+        try:
+            stack.enter_context(service.admitted(record.id))
+        except RecagentError:  # busy (503), or a turn of this conversation is running (409)
+            discard()
+            raise
         if body.stream:
-            events = start_streamed_turn(service, record, turn, stack)
+            events = start_streamed_turn(service, record, turn, stack, on_failure=discard)
             return StreamingResponse(chunks(service, record, events, body), media_type="text/event-stream")
-        with stack:
-            result = await asyncio.to_thread(service.run_turn, record, turn)
+        try:
+            with stack:
+                result = await asyncio.to_thread(service.run_turn, record, turn)
+        except BaseException:
+            discard()
+            raise
+        if not result.stored:
+            discard()
         return completion(service, record, result, body)
 
     return api
 
 
-def conversation_for(service: Service, owner: str, catalog: str, key: str) -> ConversationRecord:
-    """The stored conversation these messages continue, or a new one."""
+def conversation_for(service: Service, owner: str, catalog: str, key: str) -> tuple[ConversationRecord, bool]:
+    """The stored conversation these messages continue, or a new one; and whether it was made now."""
     found = service.store.find_thread(key)
     record = service.store.get_conversation(found, owner) if found else None
-    if record is None or record.catalog != catalog:
-        record = service.create_conversation(owner, catalog)
-    return record
+    if record is not None and record.catalog == catalog:
+        return record, False
+    return service.create_conversation(owner, catalog), True
 
 
-def remember(service: Service, record: ConversationRecord, result: TurnResult, body: ChatRequest) -> None:
-    """After a stored turn: the messages the client will send next (these plus the reply) lead back here."""
-    following = [*body.messages, ChatMessage(role="assistant", content=result.reply.text)]
-    service.store.remember_thread(thread_key(record.owner, body.model, following), record.id)
+def remember(service: Service, record: ConversationRecord, body: ChatRequest, *replies: str) -> None:
+    """After a stored turn: the messages the client will send next (these plus the reply, as the client has its
+    text) lead back here."""
+    for text in dict.fromkeys(replies):
+        following = [*body.messages, ChatMessage(role="assistant", content=text)]
+        service.store.remember_thread(thread_key(record.owner, body.model, following), record.id)
 
 
 def completion(service: Service, record: ConversationRecord, result: TurnResult, body: ChatRequest) -> JSONResponse:
     if not result.stored:
         reply = result.reply
-        status = 400 if reply.error_kind in ("ImageError", "AudioError", "TurnError", "ConfigError") else 503
-        return JSONResponse({"error": {"message": reply.error, "type": reply.error_kind, "code": status}}, status)
-    remember(service, record, result, body)
+        status = error_status(reply.error_kind)
+        error = {"message": reply.error, "type": reply.error_kind, "param": None, "code": status}
+        return JSONResponse({"error": error}, status)
+    remember(service, record, body, result.reply.text)
     return JSONResponse(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -221,8 +241,7 @@ async def chunks(
             sent += piece
             yield chunk({"content": piece})
         elif kind == "reply":
-            following = [*body.messages, ChatMessage(role="assistant", content=value["reply"])]
-            service.store.remember_thread(thread_key(record.owner, body.model, following), record.id)
+            remember(service, record, body, sent, value["reply"])  # the text the client put together leads here
             yield chunk({}, "stop", {**value, "conversation_id": record.id})
         elif kind == "error":
             error = {"message": value.get("error"), "type": value.get("error_kind") or value.get("kind")}
