@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from recagent.evals.bench_agent import run_agent_benchmark
 from recagent.evals.bench_index import run_index_benchmark
+from recagent.evals.bench_serve import ServeBenchConfig, merge_results, run_serve_benchmark
 from recagent.evals.common import write_json
 from recagent.tools.settings import Settings
 
 from .app import main
+from .options import comma_list, llm_options
 
 
 @main.group()
@@ -67,4 +71,61 @@ def bench_agent(settings: Settings, langchain: bool, model: str, limit: int | No
     results = run_agent_benchmark(settings, langchain=langchain, model=model, limit=limit)
     if json_out:
         write_json(results, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@bench.command("serve")
+@click.option("--url", help="Load a running service (http://127.0.0.1:PORT) instead of starting one.")
+@click.option("--api-key", help="The key to send to a service that needs one (with --url).")
+@click.option("--catalog", "-c", default="movies", show_default=True, help="The catalog served and talked about.")
+@llm_options
+@click.option(
+    "--llm-parallel", type=int, help="LLM calls at once in the service [default: 1; the slots with --llama-server]."
+)
+@click.option(
+    "--llama-server",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A llama.cpp `llama-server` binary: started on loopback with --model's GGUF and --slots parallel slots, "
+    "and the service pointed at it (--llm openai).",
+)
+@click.option("--slots", default=2, show_default=True, help="llama-server's parallel slots (--parallel).")
+@click.option(
+    "--ctx-per-slot", default=4096, show_default=True, help="llama-server's context per slot (-c is this x slots)."
+)
+@click.option("--llm-threads", type=int, help="llama-server's threads [default: every core].")
+@click.option("--max-pending", default=16, show_default=True, help="The service's admission limit (more get 503).")
+@click.option("--users", default="1,2,4,8", show_default=True, help="Numbers of simultaneous users, one level each.")
+@click.option("--turns", "turns_per_user", default=4, show_default=True, help="Turns per user per level.")
+@click.option("--min-turns", default=12, show_default=True, help="At least this many turns per level.")
+@click.option("--duration", default=600.0, show_default=True, help="Seconds per level; no turn starts after them.")
+@click.option("--turn-timeout", default=300.0, show_default=True, help="Seconds a client waits for one turn.")
+@click.option("--think", default=0.0, show_default=True, help="Seconds a user waits between turns.")
+@click.option(
+    "--dialogues",
+    type=click.Path(exists=True),
+    help="Dialogue scripts (a file or folder) [default: the packaged ones].",
+)
+@click.option("--uploads/--no-uploads", default=True, show_default=True, help="Send the photo turns as uploads.")
+@click.option(
+    "--overhead-turns",
+    default=30,
+    show_default=True,
+    help="Turns of the overhead measurement (scripted LLM, over HTTP and in process; 0: skip).",
+)
+@click.option("--label", default="", help="The setup's name in the table and the JSON.")
+@click.option("--server-log", type=click.Path(dir_okay=False), help="Append the servers' output here.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    help="Add the figures to this file (a setup with the same label is replaced).",
+)
+@click.pass_obj
+def bench_serve(settings: Settings, users: str, json_out: str | None, **options: object) -> None:
+    """`recagent serve` under load on loopback: turns/min, items on screen and whole-turn p50/p95, LLM queue wait,
+    errors by kind and whether every completed turn is stored, per number of simultaneous users."""
+    config = ServeBenchConfig(users=tuple(int(u) for u in comma_list(users)), **options)  # type: ignore[arg-type]
+    results = run_serve_benchmark(settings, config)
+    if json_out:
+        write_json(merge_results(Path(json_out), results), json_out)
         click.echo(f"wrote {json_out}")
