@@ -380,7 +380,8 @@ def test_e_the_database_briefly_unavailable_gives_a_clear_error_and_the_next_tur
             assert time.time() - started < 10  # said at once
             assert c.get("/healthz").status_code == 200
             scraped = metrics(c)  # the scrape answers: the errors are counted, the stored count is unknown (NaN)
-            assert scraped[("recagent_errors_total", (("kind", "DatabaseError"),))] >= 1
+            # the turn's and the three requests' (each counted once, inside a turn or not)
+            assert scraped[("recagent_errors_total", (("kind", "DatabaseError"),))] == 4
             assert math.isnan(scraped[("recagent_conversations_stored", ())])
         finally:
             postgres.start()

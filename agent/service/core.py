@@ -151,8 +151,8 @@ class Service:
         with self._lock:
             if self._pending >= self.config.max_pending:
                 retry = max(1, round(self._turn_seconds * self._pending / self.config.llm_parallel))
-                self.metrics.error("busy")
-                raise BusyError(f"the service is busy ({self._pending} turns in hand); try again in {retry} s", retry)
+                busy = BusyError(f"the service is busy ({self._pending} turns in hand); try again in {retry} s", retry)
+                raise self.count_error(busy, "busy")
             if conversation_id in self._busy:
                 raise ConflictError(BUSY_CONVERSATION)
             self._pending += 1
@@ -201,10 +201,17 @@ class Service:
                 title=title,
             )
         except RecagentError as exc:  # the database is down, or another replica stored a turn first
-            self.metrics.error(exc.__class__.__name__)
+            self.count_error(exc)
             raise
         self.metrics.turn(record.catalog, "clarifying" if reply.clarifying else "ok", reply.timings)
         return TurnResult(reply, version, stored=True)
+
+    def count_error(self, exc: RecagentError, kind: str | None = None) -> RecagentError:
+        """Count an error at /metrics once, wherever it is raised and however many layers it passes through."""
+        if not getattr(exc, "counted", False):
+            self.metrics.error(kind or exc.__class__.__name__)
+            exc.counted = True  # type: ignore[attr-defined]
+        return exc
 
     def public(self, message: str) -> str:
         """A message as a client may see it: the database and the server's folders are not named."""

@@ -257,6 +257,7 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(RecagentError)
     async def recagent_error(request: Request, exc: RecagentError) -> JSONResponse:
         kind = exc.__class__.__name__
+        service.count_error(exc)  # one raised outside a turn (the database down while listing...) counts too
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
         return error_response(request, error_status(kind), service.public(str(exc)), kind, headers)
 
