@@ -91,8 +91,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     service = Service(config)
     click.echo(
-        f"recagent serving {', '.join(config.catalogs)} on http://{host}:{port} (docs: /docs); "
-        f"LLM {service.llm.name}; loading models (GET /readyz says when ready)",
+        f"recagent serving {', '.join(config.catalogs)} on http://{host}:{port} (open it in a browser; the API: "
+        f"/docs); LLM {service.llm.name}; loading models (GET /readyz says when ready)",
         err=True,
     )
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

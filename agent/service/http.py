@@ -9,6 +9,8 @@
     POST   /conversations/{id}/feedback      {"item", "kind": like | dislike | accept}
     DELETE /users/me                         forget everything stored for you
     GET    /healthz, /readyz, /metrics
+    GET    /items/{catalog}/{id}/image       an item's poster or photo (by id, never by path)
+    GET    /                                 the web page (page.py; its script and style at /static/NAME)
 
 Every error is JSON {"error": one clear line, "kind": its class} (under /v1 an OpenAI error object): 400 for input
 the agent cannot use or a body that is not JSON, 401 without a valid key, 404 for a conversation that is not yours,
@@ -42,6 +44,7 @@ from .config import LOCAL_USER
 from .core import Service, TurnInput, TurnResult
 from .events import error_body, error_status, start_streamed_turn, until_final
 from .openai_compat import router as openai_router
+from .page import mount_page
 
 log = logging.getLogger("recagent.serve")
 
@@ -159,6 +162,7 @@ def create_app(service: Service) -> FastAPI:
     def forget(name: str = Depends(user)) -> dict:
         return {"deleted": service.store.forget(service.owner(name))}
 
+    mount_page(app)  # the web page at /
     return app
 
 
