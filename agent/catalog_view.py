@@ -79,6 +79,16 @@ class CatalogView:
             ids = [i for i in ids if str(self.meta[i].get("year")) == str(year)] or ids
         return max(ids, key=lambda i: self.meta[i].get(self.profile.rating_count, 0))
 
+    def find_reference(self, title: str) -> str | None:
+        """The item a user means by a title ("Star Wars" -> Star Wars: Episode IV): find_title, else the most rated
+        item whose title begins with the words given."""
+        found = self.find_title(title)
+        key = title_key(title)
+        if found or len(key) < 3:
+            return found
+        ids = [i for k, group in self.by_title.items() if k.startswith(key + " ") for i in group]
+        return max(ids, key=lambda i: self.meta[i].get(self.profile.rating_count, 0)) if ids else None
+
     def title(self, item_id: str) -> str:
         """The item's title, or its id when the catalog does not hold it."""
         return self.meta.get(item_id, {}).get("title", item_id)

@@ -26,6 +26,7 @@ from .langchain_export import as_runnable
 from .llm import LLM, Completion
 from .planner import PlannerSpec, accepted_args, plan_tool_call, planner_messages
 from .toolbox import SHOWN, CatalogTools, ToolResult
+from .understanding import Reading, read_message
 from .writer import item_list, write_intro
 
 MAX_STEPS = 3  # planner calls per turn (a details lookup may precede the search)
@@ -212,7 +213,8 @@ class Agent:
         text = (text or "").strip()
         if not text:
             raise TurnError("empty message")
-        tools = CatalogTools(self.catalog, conversation, self.ranker(), self.shown, use_photo=photo)
+        reading = self._read(conversation, text)
+        tools = CatalogTools(self.catalog, conversation, self.ranker(), self.shown, use_photo=photo, reading=reading)
         messages = planner_messages(
             self._planner_spec(tools),
             conversation,
@@ -221,6 +223,8 @@ class Agent:
             self._photo_looks(conversation) if photo else None,
         )
         conversation.add_user(text)
+        for item_id in reading.references:  # "I loved X": X is liked, never shown back, and guides the ranking
+            conversation.like(item_id)
         result = self._act(tools, messages, text, turn, photo)
         if result.question:
             conversation.add_assistant(result.question, [])
@@ -281,6 +285,21 @@ class Agent:
         if result is None:
             raise TurnError(f"no usable tool call in {self.max_steps} steps")
         return result  # only details lookups: nothing to show
+
+    def _read(self, conversation: Conversation, text: str) -> Reading:
+        """What plain code reads in the message (understanding.py): time, negations, constraints taken back, and
+        the items named as references; relative time ("older") counts from the items shown last."""
+        time_field = self.catalog.profile.time_field
+        meta = self.catalog.meta
+        years = [meta[i][time_field] for i in conversation.last_items() if time_field in meta.get(i, {})]
+        return read_message(
+            text,
+            self.catalog.fields,
+            conversation.constraints,
+            [int(y) for y in years if str(y).isdigit()],
+            self.catalog.find_reference,
+            time_field,
+        )
 
     def _planner_spec(self, tools: CatalogTools) -> PlannerSpec:
         """The planner's prompt and schema: the same for every turn, so built once."""

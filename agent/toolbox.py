@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from recagent.tools.errors import ToolError
-from recagent.tools.filters import merge_constraints, parse_where
+from recagent.tools.errors import ConfigError, ToolError
+from recagent.tools.filters import field_name, merge_constraints, parse_filter, parse_where
 from recagent.tools.index import Hit
+from recagent.tools.models import embed_texts
 from recagent.tools.ranking import Context, Ranked, Ranker, rank_candidates
 from recagent.tools.retrieval import retrieve_candidates
+from recagent.tools.text import plain_words, strip_year, title_key
 
 from .catalog_view import CatalogView
 from .conversation import Conversation
 from .guards import allowed_filters, rejected_positions
+from .understanding import Reading
 
 CANDIDATES = 40  # retrieved before ranking
+# words that only introduce a reference ("something like X"), left out of what the rest of a request says
+_REFERENCE_WORDS = set(
+    "something anything movie movies film films one ones like similar to i loved liked love the a".split()
+)
 SHOWN = 5  # recommended per turn
 
 
@@ -59,7 +66,8 @@ class CatalogTools:
     """The planner's tools over one catalog, for one conversation (cheap: create one per turn).
 
     ranker: the learned head, or None for the simple scorer; shown: how many items a turn lists; use_photo: a
-    photo came with this turn, so searches go by it too."""
+    photo came with this turn, so searches go by it too; reading: what code read in the user's message (its time,
+    negations, constraints taken back and referenced items win over the planner's filters)."""
 
     SEARCHES = ("search_catalog", "similar_items", "refine_last")
 
@@ -70,12 +78,14 @@ class CatalogTools:
         ranker: Ranker | None = None,
         shown: int = SHOWN,
         use_photo: bool = False,
+        reading: Reading | None = None,
     ):
         self.view = view
         self.conversation = conversation
         self.ranker = ranker
         self.shown = shown
         self.use_photo = use_photo and bool(conversation.photo)
+        self.reading = reading or Reading()
 
     def planner_tools(self) -> dict[str, Callable[..., ToolResult]]:
         """name -> bound method, for the planner."""
@@ -88,6 +98,8 @@ class CatalogTools:
     def search_catalog(self, query: str, filters: list[str] | None = None) -> ToolResult:
         """Find items matching a description. filters narrow it, e.g. "genre=Animation", "genre!=Horror", "year<1990", "colour=Black"."""  # noqa: E501 (the planner reads it)
         self.conversation.last_search = {"tool": "search_catalog", "args": {"query": query}}
+        if self.reading.references:  # "something like X": kept for refinements ("something older")
+            self.conversation.last_search["like"] = list(self.reading.references)
         if self.use_photo:
             self.conversation.last_search["photo"] = True
             return self._retrieve(
@@ -121,6 +133,8 @@ class CatalogTools:
         for position in rejected_positions(self._said(), reject or [], len(shown)):
             self.conversation.dislike(shown[position - 1])
         self.use_photo = bool(last.get("photo")) and bool(self.conversation.photo)  # "like this but cheaper"
+        if last.get("like") and not self.reading.references:
+            self.reading = replace(self.reading, references=list(last["like"]))
         merged = merge_constraints(self.conversation.constraints, [f for f in filters or [] if isinstance(f, str)])
         return getattr(self, last["tool"])(**last["args"], filters=merged)
 
@@ -154,19 +168,25 @@ class CatalogTools:
         photo_vector: np.ndarray | None = None,
     ) -> ToolResult:
         notes = [note] if note else []
+        reading = self.reading
+        standing = [c for c in self.conversation.constraints if c not in reading.dropped]
         good, dropped = allowed_filters(
             list(filters),
             self._said(),
             self.view.fields,
-            self.conversation.constraints,
+            standing,
             photo_turn=self.use_photo,
             time_field=self.view.profile.time_field,
         )
         notes += dropped
+        good = self._with_reading(good)
         self.conversation.constraints = good
         where = parse_where(good, self.view.fields)
         c = self.conversation
         exclude = set(c.shown) | set(c.disliked) | set(also_exclude) | set(c.liked)
+        exclude |= self._franchise(reading.references)
+        if reading.references and vector is None and photo_vector is None:  # "something like X": search by X
+            vector = self._like_vector(reading.references, self._said())
         started = time.perf_counter()
 
         def search(where: dict | None) -> list[Hit]:
@@ -184,12 +204,65 @@ class CatalogTools:
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         if self.ranker is not None and hits:
-            ranked = self._rank_with_head(hits, query, exclude)[: self.shown]
+            ranked = distinct(self._rank_with_head(hits, query, exclude))[: self.shown]
         else:
-            ranked = rank_candidates(hits, set(self.conversation.disliked))[: self.shown]
+            ranked = distinct(rank_candidates(hits, set(self.conversation.disliked)))[: self.shown]
         ranking = time.perf_counter() - started
         text = compact(ranked, self.view.profile.compact, self.shown) if ranked else "no matching items"
         return ToolResult(items=ranked, text=text, notes=notes, retrieval_seconds=retrieval, ranking_seconds=ranking)
+
+    def _with_reading(self, good: list[str]) -> list[str]:
+        """The plan's filters made to agree with what code read in the message: a time it names replaces every
+        other time filter ("something newer" after "older"); its negations stand on the right field, and over a
+        plan that asked for the same value; a constraint taken back is gone."""
+        reading, time_field = self.reading, self.view.profile.time_field
+        if reading.time:
+            good = [g for g in good if not _on_field(g, time_field)]
+        key = self._key
+        negated = {key(n)[::2] for n in reading.negations}  # (field, value) turned down
+        dropped = {key(d) for d in reading.dropped}
+        good = [g for g in good if key(g) not in dropped and not (key(g)[1] == "=" and key(g)[::2] in negated)]
+        keys = {key(g) for g in good}
+        return good + [f for f in reading.time + reading.negations if key(f) not in keys]
+
+    def _key(self, constraint: str) -> tuple[str, str, str]:
+        """A filter as (field as the catalog names it, operator, value): "colour!=black" is "baseColour!=Black"."""
+        parsed = parse_filter(constraint)
+        if parsed is None:
+            return (constraint, "", "")
+        try:
+            name = field_name(parsed.field, self.view.fields)
+        except ConfigError:
+            name = parsed.field
+        return (name.lower(), parsed.op, parsed.value.strip().lower())
+
+    def _franchise(self, ids: Sequence[str]) -> set[str]:
+        """The referenced items and the others of their series ("The Matrix" -> The Matrix Reloaded, Revolutions):
+        a person asking for something like X knows X."""
+        keys = [title_key(self.view.title(i)) for i in ids]
+        keys = [k for k in keys if k]
+        if not keys:
+            return set()
+        return set(ids) | {
+            item_id
+            for key, found in self.view.by_title.items()
+            if any(key == k or key.startswith(k + " ") for k in keys)
+            for item_id in found
+        }
+
+    def _like_vector(self, ids: Sequence[str], said: str) -> np.ndarray:
+        """A search vector for "something like X, but ...": the referenced items' own vectors, blended with the
+        rest of the user's words when they say more than the titles ("mind-bending science fiction")."""
+        refs = self.view.vectors(list(ids))
+        vector = refs.mean(axis=0) if len(refs) else np.zeros(384, np.float32)
+        rest = f" {plain_words(said)} "
+        for item_id in ids:
+            rest = rest.replace(f" {plain_words(strip_year(self.view.title(item_id)))} ", " ")
+        rest = " ".join(w for w in rest.split() if w not in _REFERENCE_WORDS)
+        if len(rest.split()) >= 2 or not len(refs):
+            words = embed_texts([rest], self.view.settings)[0]
+            vector = vector / (np.linalg.norm(vector) or 1.0) + words / (np.linalg.norm(words) or 1.0)
+        return vector / (np.linalg.norm(vector) or 1.0)
 
     def _rank_with_head(self, hits: list[Hit], query: str | None, exclude: set[str]) -> list[Ranked]:
         """Order the retrieval hits by the learned head. The context: liked items, and the request (the tool's
@@ -215,3 +288,21 @@ class CatalogTools:
         ]  # h.title ("Title (Year)"), as the simple scorer shows it
         ranked.sort(key=lambda r: -r.score)
         return ranked
+
+
+def distinct(items: list[Ranked]) -> list[Ranked]:
+    """Items a person can tell apart: of several with the same title ("Basics Men Blue Striped T-shirt" three
+    times), the first; the list then fills with the next distinct ones."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = plain_words(item.title)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def _on_field(constraint: str, name: str) -> bool:
+    parsed = parse_filter(constraint)
+    return parsed is not None and parsed.field.lower() == name.lower()

@@ -1,0 +1,124 @@
+"""What code reads in a message: years, decades, relative time, negations on the right field, constraints taken
+back, and the items named as references."""
+
+import pytest
+
+from recagent.agent.understanding import (
+    decade_range,
+    dropped_constraints,
+    negation_filters,
+    read_message,
+    reference_spans,
+    referenced_items,
+    time_filters,
+)
+
+MOVIES = {
+    "genres": {"type": "list", "values": ["Animation", "Comedy", "Horror", "Musical", "Romance", "Sci-Fi", "Crime"]},
+    "year": {"type": "int"},
+    "tags": {"type": "list"},
+    "title": {"type": "str"},
+}
+FASHION = {
+    "articleType": {"type": "str", "values": ["Sandals", "Sports Shoes", "Tshirts", "Heels", "Watches"]},
+    "baseColour": {"type": "str", "values": ["Black", "Navy Blue", "Blue", "Red"]},
+    "gender": {"type": "str", "values": ["Men", "Women"]},
+    "title": {"type": "str"},
+}
+
+
+@pytest.mark.parametrize(
+    "said, span",
+    [
+        ("only ones from the 1990s please", (1990, 1999)),
+        ("something from the nineties", (1990, 1999)),
+        ("a thriller from the '80s", (1980, 1989)),
+        ("80's action", (1980, 1989)),
+        ("from the 70s", (1970, 1979)),
+        ("early 2000s comedies", (2000, 2003)),
+        ("a late 90s romance", (1996, 1999)),
+        ("mid-60s westerns", (1963, 1966)),
+        ("the 2010s", (2010, 2019)),
+        ("a scary one", None),
+        ("top 10 movies", None),
+    ],
+)
+def test_decades_and_eras_are_ranges(said, span):
+    assert decade_range(said) == span
+
+
+def test_time_words_become_filters_and_relative_ones_follow_what_was_shown():
+    assert time_filters("only ones from the 1990s please", []) == ["year=1990..1999"]
+    assert time_filters("something before 1980", []) == ["year<1980"]
+    assert time_filters("made after 2005", []) == ["year>2005"]
+    assert time_filters("anything since 2010", []) == ["year>=2010"]
+    assert time_filters("between 1985 and 1995", []) == ["year=1985..1995"]
+    assert time_filters("a film from 1994", []) == ["year=1994..1994"]
+    shown = [2001, 2015, 2008]
+    assert time_filters("something newer", shown) == ["year>2015"]  # newer than the newest shown, not the oldest
+    assert time_filters("more recent than these", shown) == ["year>2015"]
+    assert time_filters("even older", shown) == ["year<2001"]
+    assert time_filters("something older", []) == []  # nothing shown yet: nothing to be older than
+    assert time_filters("a scary movie about a shark", shown) == []
+    assert time_filters("1990s", [], time_field="released") == ["released=1990..1999"]
+
+
+@pytest.mark.parametrize(
+    "said, fields, expected",
+    [
+        ("a family adventure movie, not animated", MOVIES, ["genres!=Animation"]),
+        ("no musicals please", MOVIES, ["genres!=Musical"]),
+        ("a comedy, nothing with horror", MOVIES, ["genres!=Horror"]),
+        ("not too scary", MOVIES, ["genres!=Horror"]),
+        ("anything but black", FASHION, ["baseColour!=Black"]),
+        ("summer shoes, no sandals", FASHION, ["articleType!=Sandals"]),
+        ("a watch, not navy blue and no red", FASHION, ["baseColour!=Navy Blue", "baseColour!=Red"]),
+        ("I'm not sure, maybe a comedy", MOVIES, []),  # "not" does not reach the comedy
+        ("not the first one", MOVIES, []),
+        ("a romantic comedy", MOVIES, []),
+    ],
+)
+def test_negations_go_on_the_field_that_holds_the_value(said, fields, expected):
+    assert negation_filters(said, fields) == expected
+
+
+def test_a_constraint_is_dropped_when_the_user_takes_it_back():
+    standing = ["genres!=Horror", "year=1990..1999", "genres=Comedy"]
+    assert dropped_constraints("actually, horror is fine", standing, MOVIES) == ["genres!=Horror"]
+    assert dropped_constraints("I don't mind horror", standing, MOVIES) == ["genres!=Horror"]
+    assert dropped_constraints("any year is fine", standing, MOVIES) == ["year=1990..1999"]
+    assert dropped_constraints("forget the year", standing, MOVIES) == ["year=1990..1999"]
+    assert dropped_constraints("something funnier", standing, MOVIES) == []
+    assert dropped_constraints("black is fine", ["baseColour!=Black"], FASHION) == ["baseColour!=Black"]
+
+
+def test_references_are_the_titles_after_like_loved_and_similar_to():
+    said = "Something like The Matrix, mind-bending science fiction with action"
+    assert reference_spans(said) == ["The Matrix, mind-bending science fiction"]
+    assert reference_spans("similar to Toy Story but for adults") == ["Toy Story"]
+    assert reference_spans("I loved Heat and Ronin") == ["Heat and Ronin"]
+    assert reference_spans("like this but in black") == []
+    assert reference_spans("I'd like a comedy") == []
+    assert reference_spans("I would like something funny") == []
+    assert reference_spans("I like horror movies") == []
+
+
+def test_referenced_items_resolve_each_title_and_split_lists():
+    titles = {"the matrix": "2571", "heat": "6", "ronin": "2058", "toy story": "1"}
+
+    def find_title(text: str) -> str | None:
+        return titles.get(text.lower().strip())
+
+    assert referenced_items("Something like The Matrix, mind-bending", find_title) == ["2571"]
+    assert referenced_items("I loved Heat and Ronin", find_title) == ["6", "2058"]
+    assert referenced_items("I loved Heat, Ronin and Toy Story", find_title) == ["6", "2058", "1"]
+    assert referenced_items("something like a dream", find_title) == []
+    assert referenced_items("like Heat, a crime epic, and Ronin", find_title) == ["6"]  # up to the first non-title
+
+
+def test_read_message_puts_it_together():
+    reading = read_message(
+        "a heist movie from the 1990s, not a comedy", MOVIES, standing=[], shown_years=[], find_title=None
+    )
+    assert reading.filters == ["year=1990..1999", "genres!=Comedy"] and reading.references == []
+    assert read_message("1990s", {"genres": MOVIES["genres"]}, [], []).time == []  # no time field: no year filter
