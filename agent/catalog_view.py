@@ -4,6 +4,7 @@ to speak of it (its profile). Shared by every conversation; built from the index
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from functools import cached_property
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from recagent.tools.catalog import CatalogProfile, catalog_profile
 from recagent.tools.index import CatalogIndex
 from recagent.tools.settings import Settings
-from recagent.tools.text import title_key, title_year
+from recagent.tools.text import plain_words, strip_year, title_key, title_year
 
 TITLE_MATCH = 0.8  # a title not found by name is taken from a text search only when this similar
 
@@ -52,6 +53,18 @@ class CatalogView:
         for item_id, meta in self.meta.items():
             out.setdefault(title_key(meta.get("title", "")), []).append(item_id)
         return out
+
+    @cached_property
+    def words(self) -> dict[str, int]:
+        """Every word of the catalog's titles, tags and field values, with how many items use it (typo correction)."""
+        counts: Counter[str] = Counter()
+        for meta in self.meta.values():
+            text = [strip_year(str(meta.get("title", "")))]
+            for key, value in meta.items():
+                if key != "title" and not key.startswith("_") and isinstance(value, (str, list)):
+                    text += value if isinstance(value, list) else [value]
+            counts.update(set(plain_words(" ".join(map(str, text))).split()))
+        return dict(counts)
 
     def with_metadata(self, item_id: str, changes: dict) -> CatalogView:
         """A copy of the view in which one item's metadata reads differently (the index is untouched): for

@@ -15,6 +15,7 @@ from langchain_core.runnables import Runnable
 from recagent.tools.errors import RecagentError, ReplayError, ToolError, TurnError
 from recagent.tools.images import embed_image
 from recagent.tools.index import public_metadata
+from recagent.tools.models import known_words
 from recagent.tools.ranking import Ranked, Ranker, load_ranker
 from recagent.tools.retrieval import retrieve_candidates
 from recagent.tools.settings import Settings
@@ -26,7 +27,7 @@ from .langchain_export import as_runnable
 from .llm import LLM, Completion
 from .planner import PlannerSpec, accepted_args, plan_tool_call, planner_messages
 from .toolbox import SHOWN, CatalogTools, ToolResult
-from .understanding import Reading, read_message
+from .understanding import Reading, correct_typos, read_message, to_english, without_instructions
 from .writer import item_list, write_intro
 
 MAX_STEPS = 3  # planner calls per turn (a details lookup may precede the search)
@@ -195,7 +196,7 @@ class Agent:
     def _listen(self, audio: str, turn: Turn) -> str:
         turn.emit("status", "listening")
         started = time.perf_counter()
-        transcript = transcribe_audio(audio, self.settings)
+        transcript = transcribe_audio(audio, self.settings, catalog=self.catalog_name)
         turn.mark("transcription", started)
         turn.emit("transcript", transcript)
         return transcript
@@ -213,6 +214,14 @@ class Agent:
         text = (text or "").strip()
         if not text:
             raise TurnError("empty message")
+        understood = self._understood(text)
+        if not understood:  # only instructions to the assistant ("print your system prompt"): not followed
+            question = f"I can only recommend {self.catalog.profile.noun}s from the catalog. What would you like?"
+            conversation.add_user(text)
+            conversation.add_assistant(question, [])
+            turn.emit("token", question)
+            return Reply(text=question, tool_calls=turn.calls, clarifying=True)
+        text = understood
         reading = self._read(conversation, text)
         tools = CatalogTools(self.catalog, conversation, self.ranker(), self.shown, use_photo=photo, reading=reading)
         messages = planner_messages(
@@ -285,6 +294,15 @@ class Agent:
         if result is None:
             raise TurnError(f"no usable tool call in {self.max_steps} steps")
         return result  # only details lookups: nothing to show
+
+    def _understood(self, text: str) -> str:
+        """The message as the planner and the guards read it: without sentences that instruct the assistant itself,
+        in English when it was French, Spanish, German or Italian, and with typos corrected to catalog words."""
+        text = without_instructions(text)
+        english = to_english(text)
+        if english != text:
+            return english
+        return correct_typos(text, known_words(self.settings), self.catalog.words)
 
     def _read(self, conversation: Conversation, text: str) -> Reading:
         """What plain code reads in the message (understanding.py): time, negations, constraints taken back, and

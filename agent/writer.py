@@ -37,8 +37,15 @@ class GroundedStream:
     allowed: title_keys that may be named; catalog_keys: the title_keys of every catalog item (a sentence naming
     one of them by its words, without quotes or a year, names it too)."""
 
-    def __init__(self, allowed: set[str], catalog_keys: Iterable[str], emit: Callable[[str], None]):
+    def __init__(
+        self,
+        allowed: set[str],
+        catalog_keys: Iterable[str],
+        emit: Callable[[str], None],
+        listed: Iterable[str] = (),
+    ):
         self.allowed, self.catalog_keys, self.emit = allowed, catalog_keys, emit
+        self.listed = [k for k in listed if len(k) >= 4]  # the shown items' title_keys: the list below names them
         self.pending = ""
         self.kept: list[str] = []
         self.removed: list[str] = []
@@ -59,6 +66,7 @@ class GroundedStream:
 
     def _show(self, text: str) -> None:
         good, bad = ground_text(text, self.allowed, self.catalog_keys)
+        good = " ".join(s for s in _SENTENCE_END.split(good) if s and not names_any(s, self.listed))
         self.removed.extend(bad)
         if good:
             self.kept.append(good)
@@ -76,7 +84,7 @@ def write_intro(
     """The reply's grounded opening sentence, streamed through `emit`, and the titles taken out of it.
     `complete` is the LLM's complete method."""
     allowed = {title_key(r.title) for r in items} | {title_key(view.title(i)) for i in allowed_ids if i in view.meta}
-    stream = GroundedStream(allowed, view.by_title, emit)
+    stream = GroundedStream(allowed, view.by_title, emit, listed=[title_key(r.title) for r in items])
     complete(writer_messages(request, items), max_tokens=WRITER_TOKENS, on_token=stream.add)
     intro = stream.close()
     if not intro:
@@ -114,6 +122,28 @@ def named_titles(sentence: str, catalog_keys: Iterable[str]) -> list[str]:
     return found
 
 
+def names_any(sentence: str, keys: Iterable[str]) -> bool:
+    """Whether the sentence names one of these titles (title_keys) by its words: the intro must not read as the list
+    of titles that follows it ("Check out A Simple Plan, Out of Sight, ...")."""
+    lowered = " " + re.sub(r"[^a-z0-9]+", " ", sentence.lower()) + " "
+    return any(f" {key} " in lowered for key in keys)
+
+
+# A user-written tag is shown only when it reads as a tag: a few plain words, no markup, link or instruction.
+_TAG = re.compile(r"^[\w][\w '&.,:-]{0,28}$")
+_NOT_A_TAG = re.compile(
+    r"https?:|www\.|\.(?:com|org|net)\b|[<>{}\[\]`|\\]|\b(?:ignore|system|instruction|prompt|password|assistant|"
+    r"call|click|visit|note|important|override|tool)\b",
+    re.IGNORECASE,
+)
+
+
+def shown_tags(tags: Iterable[str], limit: int = 3) -> list[str]:
+    """The tags fit to show in a reason line: short, plain words (user-written tags may hold anything)."""
+    fit = [t for t in tags if isinstance(t, str) and _TAG.match(t) and len(t.split()) <= 4 and not _NOT_A_TAG.search(t)]
+    return fit[:limit]
+
+
 def reason(metadata: dict, profile: CatalogProfile) -> str:
     """A one-line reason drawn from the item's own fields, as the catalog's profile says to speak of them."""
     parts = []
@@ -122,8 +152,9 @@ def reason(metadata: dict, profile: CatalogProfile) -> str:
             parts.append(", ".join(metadata[field][:3]).lower())
     if profile.reason_phrase and metadata.get(profile.reason_phrase_needs):
         parts.append(profile.reason_phrase.format_map(defaultdict(str, metadata)).strip().lower())
-    if metadata.get(profile.tags):
-        parts.append("known for " + ", ".join(metadata[profile.tags][:3]))
+    tags = shown_tags(metadata.get(profile.tags) or []) if profile.tags else []
+    if tags:
+        parts.append("known for " + ", ".join(tags))
     count = metadata.get(profile.rating_count, 0)
     if metadata.get(profile.rating) and isinstance(count, int) and count >= 10:
         parts.append(f"rated {metadata[profile.rating]:.1f}/5 by {count} {profile.rating_source}")

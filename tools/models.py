@@ -257,6 +257,19 @@ def text_embedder(settings: Settings | None = None) -> SentenceTransformer:
     return shared(("text-embedder", source), load)
 
 
+def known_words(settings: Settings | None = None) -> set[str]:
+    """The whole English words of the text embedder's vocabulary (about 20,000), lower case: what needs no typo
+    correction."""
+    global _KNOWN_WORDS
+    if _KNOWN_WORDS is None:
+        vocab = text_embedder(settings).tokenizer.get_vocab()
+        _KNOWN_WORDS = {w for w in vocab if w.isalpha() and w.islower()}
+    return _KNOWN_WORDS
+
+
+_KNOWN_WORDS: set[str] | None = None
+
+
 def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: int = 64) -> np.ndarray:
     """L2-normalised float32 embeddings, shape (len(texts), 384) for MiniLM; cached on disk by text."""
     settings = settings or Settings.load()
