@@ -7,6 +7,10 @@ Whisper tiny.en and base, and reports per backend and model: word error rate, re
 seconds over audio seconds; model loading reported apart), how many transcripts the two backends agree on
 word for word, and, searching the movies catalog with the typed text and with the transcript, the mean
 overlap of the two top 10s and Recall@10 of both against the movie the recommender suggests next.
+
+`--sets movies,fashion` adds N fashion requests made from products' own fields ("Black sports shoes for men"),
+and `--vocabulary both` runs every config without the catalog's vocabulary (decoded as before it) and with it
+(`tools/speech.py`, `catalog_vocabulary`), side by side on the same clips.
 """
 
 from __future__ import annotations
@@ -99,6 +103,57 @@ def seeker_turns(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
     return [candidates[i] for i in chosen]
 
 
+# Fashion requests as a shopper says them, filled from one product's own fields.
+FASHION_TEMPLATES = (
+    "{colour} {types} for {gender}",
+    "I am looking for {colour} {types} for {gender}.",
+    "Show me some {usage} {types} in {colour}.",
+    "Do you have any {colour} {types} for {season}?",
+    "I need {usage} {types} for {gender}, preferably {colour}.",
+    "Something like {colour} {types}, but cheaper.",
+)
+# articleType values that a shopper says otherwise
+SAID_TYPES = {"tshirts": "t-shirts", "innerwear vests": "vests", "perfume and body mist": "perfumes"}
+SAID_GENDERS = {"unisex": "everyone"}
+SAID_COLOURS = {"multi": "multicoloured"}
+NOT_ASKED_FOR = {"free gifts", "accessory gift set"}
+MIN_PRODUCTS = 5
+
+
+def fashion_requests(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
+    """N spoken-style requests for the fashion catalog, each from the type, colour, gender, usage and season of a
+    seeded random product of a random type (types with MIN_PRODUCTS products or more; products with a missing or
+    'NA' field are skipped)."""
+    with open(data / "fashion" / "products.csv", newline="") as fh:
+        rows = [
+            r
+            for r in csv.DictReader(fh)
+            if all(r.get(k, "").strip() not in ("", "NA") for k in ("articleType", "baseColour", "usage", "gender"))
+        ]
+    by_type: dict[str, list[dict]] = {}
+    for row in rows:
+        by_type.setdefault(row["articleType"].strip().lower(), []).append(row)
+    kinds = sorted(k for k, group in by_type.items() if len(group) >= MIN_PRODUCTS and k not in NOT_ASKED_FOR)
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(n):  # a type first, then a product of it: every kind of product is asked for, not mostly shirts
+        kind = rng.choice(kinds)
+        row = rng.choice(by_type[kind])
+        fields = {
+            "types": SAID_TYPES.get(kind, kind),
+            "colour": SAID_COLOURS.get(row["baseColour"].strip().lower(), row["baseColour"].strip().lower()),
+            "gender": SAID_GENDERS.get(row["gender"].strip().lower(), row["gender"].strip().lower()),
+            "usage": row["usage"].strip().lower(),
+            "season": row.get("season", "").strip().lower() or "summer",
+        }
+        template = rng.choice(FASHION_TEMPLATES)
+        if fields["usage"] in fields["types"]:  # "casual casual shoes"
+            template = template.replace("{usage} ", "")
+        text = template.format(**fields)
+        requests.append({"conversation": "fashion", "message": row["id"], "text": text[0].upper() + text[1:]})
+    return requests
+
+
 def speak(text: str, wav: Path) -> Path:
     """Speak text with espeak-ng (140 words a minute, as the tests do) into a 16 kHz mono wav."""
     voice = subprocess.run(
@@ -154,17 +209,27 @@ def _movies_index(settings: Settings) -> CatalogIndex:
     return index
 
 
-def _configs(models: Sequence[str], backends: Sequence[str], float32: bool) -> list[dict]:
-    configs = [
+VOCABULARY_CHOICES = ("both", "on", "off")
+SETS = ("movies", "fashion")
+
+
+def _configs(models: Sequence[str], backends: Sequence[str], float32: bool, vocabulary: str = "off") -> list[dict]:
+    """Every backend x model (x float32), each without the catalog vocabulary (decoded as before it), with it
+    (`tools/speech.py`: then without timestamp tokens), or both side by side."""
+    configs: list[dict] = [
         {"backend": b, "model": m, "compute_type": "int8" if b == "faster-whisper" else "float32"}
         for m in models
         for b in backends
     ]
     if float32 and "faster-whisper" in backends:  # shows whether the int8 weights explain any disagreement
         configs += [{"backend": "faster-whisper", "model": m, "compute_type": "float32"} for m in models]
+    variants = {"off": [False], "on": [True], "both": [False, True]}[vocabulary]
+    configs = [{**c, "vocabulary": v} for c in configs for v in variants]
     for c in configs:
-        c["name"] = f"{c['backend']} {c['model']}" + (
-            " float32" if c["backend"] == "faster-whisper" and c["compute_type"] == "float32" else ""
+        c["name"] = (
+            f"{c['backend']} {c['model']}"
+            + (" float32" if c["backend"] == "faster-whisper" and c["compute_type"] == "float32" else "")
+            + (" +vocabulary" if c["vocabulary"] else "")
         )
     return configs
 
@@ -189,14 +254,30 @@ def run_voice_eval(
     float32: bool = True,
     seed: int = 0,
     repeats: int = 1,
+    sets: Sequence[str] = ("movies",),
+    vocabulary: str = "off",
 ) -> dict:
-    """Measure every backend x model on N spoken seeker turns; print the table and return the figures."""
+    """Measure every backend x model on N spoken requests of each set (movies: ReDial seeker turns; fashion:
+    requests made from products' fields), without and/or with the catalog's vocabulary (`vocabulary`: off, on,
+    both); print the table and return the figures. Retrieval (overlap, Recall@10) is measured on movie turns."""
     data = settings.require_data()
-    turns = seeker_turns(data, n, seed)
-    index = _movies_index(settings)
-    configs = _configs(models, backends, float32)
-    recognizers = {}
+    unknown = set(sets) - set(SETS)
+    if unknown or vocabulary not in VOCABULARY_CHOICES:
+        raise ValueError(f"sets are {', '.join(SETS)}; vocabulary is one of {', '.join(VOCABULARY_CHOICES)}")
+    turns = []
+    for name in sets:
+        chosen = seeker_turns(data, n, seed) if name == "movies" else fashion_requests(data, n, seed)
+        turns += [{**t, "set": name} for t in chosen]
+    index = _movies_index(settings) if "movies" in sets else None
+    prompts = {name: speech.catalog_vocabulary(name, settings) for name in sets}
+    configs = _configs(models, backends, float32, vocabulary)
+    recognizers: dict[str, speech.FasterWhisper | speech.OpenAIWhisper] = {}
     for config in configs:
+        twin = next((c for c in configs if c["name"] in recognizers and _same_weights(c, config)), None)
+        if twin:  # the same recognizer, told the vocabulary or not: loaded once
+            recognizers[config["name"]] = recognizers[twin["name"]]
+            config["convert_s"], config["load_s"] = twin["convert_s"], twin["load_s"]
+            continue
         recognizers[config["name"]], config["convert_s"], config["load_s"] = _load(config, settings)
         print(
             f"loaded {config['name']} in {config['load_s']:.2f} s (checkpoint conversion {config['convert_s']:.2f} s)",
@@ -204,16 +285,21 @@ def run_voice_eval(
             flush=True,
         )
 
+    def hear(config: dict, samples: np.ndarray, catalog: str) -> str:
+        recognizer = recognizers[config["name"]]
+        return recognizer.transcribe(samples, prompts[catalog] if config["vocabulary"] else None)
+
     with tempfile.TemporaryDirectory() as folder:
         warm = speech.load_audio(str(speak("I would like a funny movie for tonight.", Path(folder) / "warm.wav")))
-        for recognizer in recognizers.values():  # first calls allocate buffers: keep them out of the timings
-            recognizer.transcribe(speech.speech_only(warm))
+        for config in configs:  # first calls allocate buffers: keep them out of the timings
+            hear(config, speech.speech_only(warm), sets[0])
         for number, turn in enumerate(tqdm(turns, desc="spoken turns", unit="turn", file=sys.stderr)):
             audio = speech.load_audio(str(speak(turn["text"], Path(folder) / f"turn{number}.wav")))
             turn["audio_s"] = round(len(audio) / 16000, 3)
-            text_top = [h.id for h in index.search(turn["text"], k=10)]
-            turn["text_top10"] = text_top
-            turn["text_recall"] = recall(text_top, turn["targets"])
+            text_top = [h.id for h in index.search(turn["text"], k=10)] if index and turn["set"] == "movies" else []
+            if turn["set"] == "movies":
+                turn["text_top10"] = text_top
+                turn["text_recall"] = recall(text_top, turn["targets"])
             turn["voice"] = {}
             # Configs take turns on each clip, so that other load on the machine slows them alike.
             for config in configs:
@@ -221,79 +307,95 @@ def run_voice_eval(
                 for _ in range(repeats):  # other work on a shared machine only ever adds time: keep the fastest
                     started, cpu_started = time.perf_counter(), time.process_time()
                     try:
-                        transcript = recognizers[config["name"]].transcribe(speech.speech_only(audio))
+                        transcript = hear(config, speech.speech_only(audio), turn["set"])
                     except AudioError:
                         transcript = ""
                     timings.append((time.perf_counter() - started, time.process_time() - cpu_started))
                 seconds, cpu_seconds = min(timings)  # CPU seconds count every thread of this process
                 edits, words = word_errors(turn["text"], transcript)
-                top = [h.id for h in index.search(transcript, k=10)] if transcript else []
-                turn["voice"][config["name"]] = {
+                heard = {
                     "transcript": transcript,
                     "seconds": round(seconds, 3),
                     "cpu_seconds": round(cpu_seconds, 3),
                     "edits": edits,
                     "words": words,
-                    "top10": top,
-                    "overlap10": overlap(text_top, top),
-                    "recall": recall(top, turn["targets"]),
                 }
+                if turn["set"] == "movies" and index is not None:
+                    top = [h.id for h in index.search(transcript, k=10)] if transcript else []
+                    heard.update(top10=top, overlap10=overlap(text_top, top), recall=recall(top, turn["targets"]))
+                turn["voice"][config["name"]] = heard
 
     results = {
         "turns_n": len(turns),
+        "sets": list(sets),
         "seed": seed,
         "repeats": repeats,
-        "source": "redial/dev.jsonl seeker turns, espeak-ng -s 140",
+        "source": "redial/dev.jsonl seeker turns (movies), fashion/products.csv requests (fashion); espeak-ng -s 140",
+        "vocabulary_prompts": prompts,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "audio_seconds": round(sum(t["audio_s"] for t in turns), 1),
         "configs": [],
         "turns": turns,
     }
-    text_recalls = [r for t in turns for r in t["text_recall"]]
+    movie_turns = [t for t in turns if t["set"] == "movies"]
+    text_recalls = [r for t in movie_turns for r in t["text_recall"]]
     results["text_recall10"] = round(sum(text_recalls) / len(text_recalls), 3) if text_recalls else None
     results["recall_targets"] = len(text_recalls)
-    results["recall_turns"] = sum(bool(t["targets"]) for t in turns)
-    for config in configs:
-        runs = [t["voice"][config["name"]] for t in turns]
-        twin = _twin(config, configs)
-        recalls = [r for run in runs for r in run["recall"]]
-        summary = {
-            **config,
-            "wer": round(sum(r["edits"] for r in runs) / max(1, sum(r["words"] for r in runs)), 4),
-            "exact_transcripts": sum(r["edits"] == 0 for r in runs),
-            "rtf": round(sum(r["seconds"] for r in runs) / results["audio_seconds"], 3),
-            # the median turn's RTF barely moves when other work on the machine slows a few turns
-            "rtf_median": round(float(np.median([r["seconds"] / t["audio_s"] for r, t in zip(runs, turns)])), 3),
-            "cpu_rtf": round(sum(r["cpu_seconds"] for r in runs) / results["audio_seconds"], 3),
-            "seconds_per_turn": round(sum(r["seconds"] for r in runs) / len(runs), 3),
-            "overlap10": round(sum(r["overlap10"] for r in runs) / len(runs), 3),
-            "recall10": round(sum(recalls) / len(recalls), 3) if recalls else None,
-            "load_s": round(config["load_s"], 2),
-            "convert_s": round(config["convert_s"], 2),
-        }
-        if twin:
-            summary["identical_to"] = twin["name"]
-            summary["identical"] = sum(
-                t["voice"][config["name"]]["transcript"] == t["voice"][twin["name"]]["transcript"] for t in turns
-            )
-        results["configs"].append(summary)
-    results["recommended"] = recommend(results["configs"])
+    results["recall_turns"] = sum(bool(t["targets"]) for t in movie_turns)
+    for name in sets:
+        in_set = [t for t in turns if t["set"] == name]
+        audio_s = sum(t["audio_s"] for t in in_set)
+        for config in configs:
+            results["configs"].append(_summary(config, configs, in_set, audio_s, name))
+    results["recommended"] = recommend([s for s in results["configs"] if s["set"] == sets[0]])
     print(format_table(results))
     return results
 
 
+def _same_weights(a: dict, b: dict) -> bool:
+    return (a["backend"], a["model"], a["compute_type"]) == (b["backend"], b["model"], b["compute_type"])
+
+
+def _summary(config: dict, configs: list[dict], turns: list[dict], audio_s: float, name: str) -> dict:
+    """One config's figures over one set's turns."""
+    runs = [t["voice"][config["name"]] for t in turns]
+    twin = _twin(config, configs)
+    recalls = [r for run in runs for r in run.get("recall", [])]
+    summary = {
+        **config,
+        "set": name,
+        "turns_n": len(turns),
+        "edits": sum(r["edits"] for r in runs),
+        "words": sum(r["words"] for r in runs),
+        "wer": round(sum(r["edits"] for r in runs) / max(1, sum(r["words"] for r in runs)), 4),
+        "exact_transcripts": sum(r["edits"] == 0 for r in runs),
+        "rtf": round(sum(r["seconds"] for r in runs) / audio_s, 3),
+        # the median turn's RTF barely moves when other work on the machine slows a few turns
+        "rtf_median": round(float(np.median([r["seconds"] / t["audio_s"] for r, t in zip(runs, turns)])), 3),
+        "cpu_rtf": round(sum(r["cpu_seconds"] for r in runs) / audio_s, 3),
+        "seconds_per_turn": round(sum(r["seconds"] for r in runs) / len(runs), 3),
+        "overlap10": round(sum(r["overlap10"] for r in runs) / len(runs), 3) if "overlap10" in runs[0] else None,
+        "recall10": round(sum(recalls) / len(recalls), 3) if recalls else None,
+        "load_s": round(config["load_s"], 2),
+        "convert_s": round(config["convert_s"], 2),
+    }
+    if twin:
+        summary["identical_to"] = twin["name"]
+        summary["identical"] = sum(
+            t["voice"][config["name"]]["transcript"] == t["voice"][twin["name"]]["transcript"] for t in turns
+        )
+    return summary
+
+
 def _twin(config: dict, configs: list[dict]) -> dict | None:
-    """The other backend's config on the same model: openai-whisper's for faster-whisper, and back."""
+    """The other backend's config on the same model and vocabulary: openai-whisper's for faster-whisper, and back."""
+    same = [c for c in configs if c["model"] == config["model"] and c["vocabulary"] == config["vocabulary"]]
     if config["backend"] == "openai-whisper":
         return next(
-            (
-                c
-                for c in configs
-                if c["model"] == config["model"] and c["backend"] == "faster-whisper" and c["compute_type"] == "int8"
-            ),
+            (c for c in same if c["backend"] == "faster-whisper" and c["compute_type"] == "int8"),
             None,
         )
-    return next((c for c in configs if c["model"] == config["model"] and c["backend"] == "openai-whisper"), None)
+    return next((c for c in same if c["backend"] == "openai-whisper"), None)
 
 
 def recommend(summaries: list[dict]) -> dict:
@@ -316,27 +418,30 @@ def recommend(summaries: list[dict]) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """The per-config figures as a Markdown table, then the text path's Recall@10."""
+    """The per-set, per-config figures as a Markdown table, then the text path's Recall@10."""
     lines = [
-        "| backend | model | WER | exact transcripts | RTF | median RTF | CPU s / audio s | s per turn | load s | "
-        "identical to the other backend | overlap@10 text vs voice | Recall@10 voice |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| set | backend | model | vocabulary | WER | exact transcripts | RTF | median RTF | CPU s / audio s | "
+        "s per turn | load s | identical to the other backend | overlap@10 text vs voice | Recall@10 voice |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    n = results["turns_n"]
     for s in results["configs"]:
+        n = s["turns_n"]
         backend = s["backend"] + (
             " (float32)" if s["backend"] == "faster-whisper" and s["compute_type"] == "float32" else ""
         )
         same = f"{s['identical']}/{n}" if "identical" in s else "-"
         lines.append(
-            f"| {backend} | {s['model']} | {s['wer']:.1%} | {s['exact_transcripts']}/{n} | {s['rtf']:.3f} | "
-            f"{s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | {s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | "
-            f"{same} | {s['overlap10']:.3f} | {s['recall10'] if s['recall10'] is not None else '-'} |"
+            f"| {s['set']} | {backend} | {s['model']} | {'on' if s['vocabulary'] else 'off'} | {s['wer']:.1%} | "
+            f"{s['exact_transcripts']}/{n} | {s['rtf']:.3f} | {s['rtf_median']:.3f} | {s['cpu_rtf']:.3f} | "
+            f"{s['seconds_per_turn']:.2f} | {s['load_s']:.2f} | {same} | "
+            f"{'-' if s['overlap10'] is None else format(s['overlap10'], '.3f')} | "
+            f"{s['recall10'] if s['recall10'] is not None else '-'} |"
         )
-    lines.append(
-        f"\ntext path Recall@10: {results['text_recall10']} over {results['recall_targets']} suggested movies "
-        f"in {results['recall_turns']} of {n} turns; audio {results['audio_seconds']} s in all"
-    )
+    if results["recall_targets"]:
+        lines.append(
+            f"\ntext path Recall@10: {results['text_recall10']} over {results['recall_targets']} suggested movies "
+            f"in {results['recall_turns']} movie turns; audio {results['audio_seconds']} s in all"
+        )
     rec = results["recommended"]
     lines.append(f"recommended default: {rec['backend']} {rec['model']} {rec['compute_type']} ({rec['rule']})")
     return "\n".join(lines)

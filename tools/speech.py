@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, ConfigError, ConversionError, MissingModelError
+from .errors import AudioError, ConfigError, ConversionError, MissingModelError, RecagentError
 from .models import resolve_model, shared
 from .settings import Settings
 from .train.whisper_convert import convert_to_file
@@ -33,16 +36,33 @@ DEFAULT_MODEL = "whisper-base"
 BEAM_SIZE = 5
 # float32 would give openai-whisper's transcripts word for word (49-50 of 50), for 1.5x the time.
 FASTER_WHISPER_COMPUTE_TYPE = "int8"
+# With a vocabulary prompt, Whisper decodes no timestamp tokens: requests are short, and it pays for the prompt's
+# decoding time (about 10% faster). Without one, decoding is as before: on its own, dropping the timestamps turned
+# "Shawshank Redemption" into "Shoshank revampation" (tests/test_speech.py).
+# Whisper reads at most 223 prompt tokens; a catalog's vocabulary is kept well under that (about 4 characters a
+# token in English), so that the prompt costs little decoding time.
+VOCABULARY_CHARS = 480
+VOCABULARY_VALUES = 100  # a field with more distinct values than this is free text or ids, not the catalog's words
+NOT_A_VALUE = {"", "na", "n/a", "none", "null", "unknown", "other", "misc", "(no genres listed)"}
 
 
 def transcribe_audio(
-    path: str, settings: Settings | None = None, model: str | None = None, backend: str | None = None
+    path: str,
+    settings: Settings | None = None,
+    model: str | None = None,
+    backend: str | None = None,
+    catalog: str | None = None,
 ) -> str:
-    """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text (backend, model: see `choose`)."""
+    """Transcribe a spoken request (wav, flac, mp3, ogg, m4a, webm) to English text (backend, model: see `choose`).
+
+    With a catalog (a built-in name or a catalog file), Whisper is told the catalog's own words first (its genres,
+    types, colours, popular titles: `catalog_vocabulary`), so that they are heard right; settings.asr_vocabulary
+    False (RECAGENT_ASR_VOCABULARY=0) turns that off."""
     settings = settings or Settings.load()
     limit = MAX_SECONDS if settings.max_audio_seconds is None else settings.max_audio_seconds
     audio = load_audio(path, limit)
-    return transcribe_samples(audio, settings, model, backend)
+    vocabulary = catalog_vocabulary(catalog, settings) if catalog and settings.asr_vocabulary else None
+    return transcribe_samples(audio, settings, model, backend, vocabulary)
 
 
 def load_audio(path: str, max_seconds: float = MAX_SECONDS) -> np.ndarray:
@@ -99,6 +119,109 @@ def _wav_declared_seconds(header: bytes) -> float | None:
     return None
 
 
+# ---- the catalog's own words ------------------------------------------------------------------------------
+
+
+def vocabulary_prompt(
+    items: Iterable[tuple[str, Mapping[str, object]]],
+    popularity: str | None = None,
+    noun: str = "item",
+    shop: bool = True,
+    max_chars: int = VOCABULARY_CHARS,
+) -> str:
+    """Whisper's initial prompt for a catalog: its categorical words (every short string value of a field with at
+    most VOCABULARY_VALUES distinct values, some shared by several items: genres, types, colours, usage), most
+    frequent first and in
+    lower case, then its most popular titles (by the numeric `popularity` field, when the catalog has one), said
+    as a sentence within about max_chars: "We sell casual, black, shirts." (a shop) or "We talk about drama, comedy
+    movies. Have you seen Forrest Gump, The Matrix?" A bare list of words makes Whisper answer in a list.
+
+    items: (title, metadata) pairs. Years, parenthesised aliases, subtitles and trailing ", The" are left out of
+    titles."""
+    values: dict[str, Counter[str]] = {}
+    ranked: list[tuple[float, str]] = []
+    for title, meta in items:
+        for key, value in meta.items():
+            if key == "title":
+                continue
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and v.strip().lower() not in NOT_A_VALUE and len(v.split()) <= 3:
+                    values.setdefault(key, Counter())[v.strip()] += 1
+        score = meta.get(popularity) if popularity else None
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and score > 0:
+            ranked.append((float(score), str(meta.get("title") or title)))
+    words: Counter[str] = Counter()
+    for counts in values.values():
+        # a field of words: a few values, shared by several items (not ids, not one value for every item)
+        if 1 < len(counts) <= VOCABULARY_VALUES and max(counts.values()) > 1:
+            for v, n in counts.items():
+                words[v.lower()] += n
+    terms = _distinct(sorted(words, key=lambda v: (-words[v], v)))
+    titles = _distinct([_spoken_title(t) for _, t in sorted(ranked, key=lambda x: -x[0])])
+    # the catalog's words first, then titles in the room left (at least half of it when there are titles)
+    chosen_words = _fit(terms, max_chars // 2 if titles else max_chars)
+    chosen_titles = _fit(titles, max_chars - len(chosen_words))
+    sentences = []
+    if chosen_words:
+        sentences.append(f"We sell {chosen_words}." if shop else f"We talk about {chosen_words} {noun}s.")
+    if chosen_titles:
+        sentences.append(f"Have you seen {chosen_titles}?")
+    return " ".join(sentences)
+
+
+def _spoken_title(title: str) -> str:
+    """How a title is said: 'Seven (a.k.a. Se7en) (1995)' -> 'Seven'; 'Matrix, The' -> 'The Matrix';
+    'Terminator 2: Judgment Day' -> 'Terminator 2'."""
+    title = re.sub(r"\s*\([^)]*\)", "", title).split(": ")[0].strip()
+    match = re.match(r"^(.*), (The|A|An)$", title)
+    return f"{match.group(2)} {match.group(1)}" if match else title
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    """Texts in order, without case-insensitive repeats or empty ones."""
+    seen: set[str] = set()
+    out = []
+    for text in texts:
+        key = text.lower()
+        if text and key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def _fit(texts: list[str], max_chars: int) -> str:
+    """As many texts, in order, as fit in max_chars joined by ', '."""
+    out: list[str] = []
+    used = 0
+    for text in texts:
+        cost = len(text) + (2 if out else 0)
+        if used + cost > max_chars:
+            break
+        out.append(text)
+        used += cost
+    return ", ".join(out)
+
+
+def catalog_vocabulary(catalog: str, settings: Settings | None = None) -> str | None:
+    """The vocabulary prompt of a catalog (built-in name or catalog file), built once per process; None when the
+    catalog cannot be read (a turn is then transcribed without it rather than failing)."""
+    settings = settings or Settings.load()
+    key = ("asr-vocabulary", catalog, str(settings.data))
+    return shared(key, lambda: _build_vocabulary(catalog, settings)) or None
+
+
+def _build_vocabulary(catalog: str, settings: Settings) -> str:
+    from .catalog import catalog_profile, load_catalog  # noqa: PLC0415  (catalogs are read only once voice is used)
+
+    try:
+        loaded = load_catalog(catalog, settings)
+    except RecagentError:
+        return ""  # kept as "none", so that the catalog is not read again at every turn
+    profile = catalog_profile(loaded.name)
+    items = ((i.title, i.metadata) for i in loaded.items)
+    return vocabulary_prompt(items, profile.rating_count, profile.noun, shop=profile.kind == "shopping")
+
+
 def speech_only(audio: np.ndarray) -> np.ndarray:
     """The parts of the recording that hold speech (faster-whisper's Silero filter), or "I didn't catch that"."""
     # faster-whisper (PyAV, CTranslate2) takes a second to import: only once a recording is heard
@@ -111,11 +234,16 @@ def speech_only(audio: np.ndarray) -> np.ndarray:
 
 
 def transcribe_samples(
-    audio: np.ndarray, settings: Settings | None = None, model: str | None = None, backend: str | None = None
+    audio: np.ndarray,
+    settings: Settings | None = None,
+    model: str | None = None,
+    backend: str | None = None,
+    vocabulary: str | None = None,
 ) -> str:
-    """Transcribe decoded 16 kHz samples (see `transcribe_audio` for backend and model)."""
+    """Transcribe decoded 16 kHz samples (see `transcribe_audio` for backend and model; vocabulary: the words
+    Whisper is told first, see `vocabulary_prompt`)."""
     speech = speech_only(audio)  # before loading a model: a silent recording needs none
-    text = speech_recognizer(settings, model, backend).transcribe(speech)
+    text = speech_recognizer(settings, model, backend).transcribe(speech, vocabulary)
     if not text:
         raise AudioError("I didn't catch that: the recording seems to be silent")
     return text
@@ -159,10 +287,17 @@ class FasterWhisper:
 
         self.model = WhisperModel(source, device="cpu", compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        """The transcript of speech samples (already filtered by `speech_only`)."""
+    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None) -> str:
+        """The transcript of speech samples (already filtered by `speech_only`), told the vocabulary first (then
+        without timestamp tokens, which pays for the prompt's time; without one, decoded as before)."""
         segments, _ = self.model.transcribe(
-            audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, vad_filter=False
+            audio,
+            language="en",
+            beam_size=BEAM_SIZE,
+            temperature=0.0,
+            vad_filter=False,
+            initial_prompt=vocabulary or None,
+            without_timestamps=bool(vocabulary),
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
@@ -189,10 +324,18 @@ class OpenAIWhisper:
 
         self.model = whisper.load_model(checkpoint, device="cpu")
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        """The transcript of speech samples, decoded as faster-whisper does (beam 5, temperature 0, no fp16)."""
+    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None) -> str:
+        """The transcript of speech samples, decoded as faster-whisper does (beam 5, temperature 0, no fp16,
+        the vocabulary as the initial prompt and then no timestamp tokens)."""
         result = self.model.transcribe(
-            audio, language="en", beam_size=BEAM_SIZE, temperature=0.0, fp16=False, verbose=None
+            audio,
+            language="en",
+            beam_size=BEAM_SIZE,
+            temperature=0.0,
+            fp16=False,
+            verbose=None,
+            initial_prompt=vocabulary or None,
+            without_timestamps=bool(vocabulary),
         )
         return " ".join(s["text"].strip() for s in result["segments"]).strip()
 

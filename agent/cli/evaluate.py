@@ -43,14 +43,42 @@ def eval_group() -> None:
     show_default=True,
     help="Time each transcription this many times and keep the fastest (for a busy machine).",
 )
+@click.option(
+    "--sets",
+    default="movies",
+    show_default=True,
+    help="Spoken request sets, comma-separated: movies (ReDial seeker turns), fashion (requests from products).",
+)
+@click.option(
+    "--vocabulary",
+    type=click.Choice(voice.VOCABULARY_CHOICES),
+    default="off",
+    show_default=True,
+    help="Tell Whisper the catalog's own words (on), not (off: decoded as before), or both side by side.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
 def eval_voice(
-    settings: Settings, n: int, models: str, backends: str, float32: bool, repeats: int, json_out: str | None
+    settings: Settings,
+    n: int,
+    models: str,
+    backends: str,
+    float32: bool,
+    repeats: int,
+    sets: str,
+    vocabulary: str,
+    json_out: str | None,
 ) -> None:
-    """Word error rate, speed and retrieval of spoken ReDial requests, per speech backend and model."""
+    """Word error rate, speed and retrieval of spoken requests, per speech backend and model."""
     results = voice.run_voice_eval(
-        settings, n, comma_list(models), comma_list(backends), float32=float32, repeats=repeats
+        settings,
+        n,
+        comma_list(models),
+        comma_list(backends),
+        float32=float32,
+        repeats=repeats,
+        sets=comma_list(sets),
+        vocabulary=vocabulary,
     )
     if json_out:
         write_json(results, json_out)
