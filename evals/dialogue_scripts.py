@@ -19,7 +19,21 @@ from recagent.tools.errors import ScriptError
 from recagent.tools.settings import Settings
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "dialogues"
-FAMILIES = ("basic", "refinement", "negation", "vague", "voice", "image", "adversarial")
+FAMILIES = (
+    "basic",
+    "refinement",
+    "negation",
+    "vague",
+    "voice",
+    "image",
+    "adversarial",
+    "time",
+    "reference",
+    "multi",
+    "multilingual",
+    "typo",
+    "long",
+)
 CATALOGS = ("movies", "fashion")
 INPUT_KEYS = ("say", "audio", "speak", "image")
 EXPECT_KEYS = (
