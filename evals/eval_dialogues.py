@@ -74,7 +74,7 @@ def run_script(
             if turn.speak or turn.audio:
                 wav = transcripts.render(turn.speak) if turn.speak else resolve_path(turn.audio or "", script, settings)
                 key = f"speak:{turn.speak}" if turn.speak else f"audio:{turn.audio}"
-                transcript, heard_seconds = transcripts.transcribe(key, wav)
+                transcript, heard_seconds = transcripts.transcribe(key, wav, script.catalog)
                 text = f"{turn.say} {transcript}".strip()
             image = str(resolve_path(turn.image, script, settings)) if turn.image else None
             reply = agent.turn(conversation, text, image=image)

@@ -44,14 +44,15 @@ class Transcripts:
             subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), text], check=True, capture_output=True)
         return wav
 
-    def transcribe(self, key: str, wav: Path) -> tuple[str, float]:
-        """The transcript of a recording and the seconds it took (0 on replay)."""
+    def transcribe(self, key: str, wav: Path, catalog: str | None = None) -> tuple[str, float]:
+        """The transcript of a recording and the seconds it took (0 on replay); with the catalog's words first, as
+        the agent hears a recording of a turn on that catalog."""
         if self.recorded is not None:
             if key not in self.recorded:
                 raise ReplayError(f"the recording holds no transcript for {key!r}")
             return self.recorded[key]["text"], self.recorded[key].get("seconds", 0.0)
         started = time.perf_counter()
-        text = transcribe_audio(str(wav), self.settings)
+        text = transcribe_audio(str(wav), self.settings, catalog=catalog)
         seconds = round(time.perf_counter() - started, 3)
         if self.recorder:
             self.recorder.write({"kind": "transcript", "key": key, "text": text, "seconds": seconds})

@@ -211,7 +211,9 @@ def simulate_user(
         text, transcript, heard = said, None, None
         if mode == "voice":
             try:
-                transcript, heard = transcripts.transcribe(f"speak:{said}", transcripts.render(said))
+                transcript, heard = transcripts.transcribe(
+                    f"speak:{said}", transcripts.render(said), agent.catalog_name
+                )
             except AudioError as exc:
                 turns.append({"said": said, "error": str(exc)})
                 continue
