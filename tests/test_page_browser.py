@@ -588,7 +588,8 @@ def test_markup_from_the_catalog_and_the_model_is_shown_as_text(hostile, open_pa
     titles = [c["title"] for c in last_cards(page)]
     assert sorted(titles) == ["<img src=x onerror=alert(1)> Shark Night", "<script>alert(3)</script> Deep Water"]
     reasons = " ".join(c["reason"] for c in last_cards(page))
-    assert "<script>alert(2)</script>" in reasons, reasons
+    # user-written tags holding markup stay out of the reason line (agent/writer.py shown_tags); the plain ones show
+    assert "sharks" in reasons and "sea" in reasons and "<script>" not in reasons and "<b>" not in reasons, reasons
     reply = page.text_content(".message.assistant:last-child .reply")
     assert "<script>window.__pwned = 1</script>" in reply, reply
     assert page.text_content(".message.user:nth-last-child(2) .text") == "<script>alert(5)</script> a shark film"
