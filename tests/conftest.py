@@ -26,6 +26,7 @@ import pytest
 
 from recagent.evals.loopback import free_port, start_server, stop_server
 from recagent.tools.catalog import load_catalog
+from recagent.tools.images import image_encoder
 from recagent.tools.index import CatalogIndex
 from recagent.tools.settings import Settings
 from recagent.tools.store import close_all
@@ -76,6 +77,16 @@ def movies_index(settings):
 @pytest.fixture(scope="session")
 def fashion_index(settings):
     return _index(settings, "fashion")
+
+
+@pytest.fixture(scope="session")
+def fashion_images(settings, fashion_index):
+    """The fashion index with its product photos embedded by the shipped image encoder."""
+    report = fashion_index.index_images(
+        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
+    )
+    assert report.added + report.unchanged + report.updated >= 9500
+    return fashion_index
 
 
 @pytest.fixture(scope="session")

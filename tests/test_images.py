@@ -16,7 +16,7 @@ from conftest import RECAGENT
 from PIL import Image
 
 from recagent.evals.eval_images import held_out_items, perturb
-from recagent.tools.catalog import Item, load_catalog
+from recagent.tools.catalog import Item
 from recagent.tools.errors import ImageError, MissingModelError
 from recagent.tools.filters import where_fields
 from recagent.tools.images import embed_image, image_encoder, load_image, load_open_clip, named_head_values
@@ -132,15 +132,6 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path, settings, photo):
 
 
 # ---- the shipped encoder on the real fashion index ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fashion_images(settings, fashion_index):
-    report = fashion_index.index_images(
-        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
-    )
-    assert report.added + report.unchanged + report.updated >= 9500
-    return fashion_index
 
 
 def test_a_photo_finds_items_of_its_type(settings, fashion_images):

@@ -35,7 +35,6 @@ from recagent.evals.eval_images import held_out_items
 from recagent.evals.loopback import free_port
 from recagent.tools.catalog import load_catalog
 from recagent.tools.errors import LLMError
-from recagent.tools.images import image_encoder
 from recagent.tools.index import CatalogIndex
 from recagent.tools.settings import Settings
 
@@ -169,16 +168,6 @@ def status(url: str, path: str) -> tuple[int, bytes, dict[str, str]]:
 def service_config(settings: Settings, db: Path, **changes: Any) -> ServiceConfig:
     values: dict[str, Any] = {"llm_kind": "scripted", "torch_threads": None, **changes}
     return ServiceConfig(settings=settings.with_(db_url=f"sqlite:///{db}"), **values)
-
-
-@pytest.fixture(scope="module")
-def fashion_images(settings, fashion_index):
-    """The fashion index with its product photos embedded (as tests/test_images.py makes it)."""
-    report = fashion_index.index_images(
-        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
-    )
-    assert report.added + report.unchanged + report.updated >= 9500
-    return fashion_index
 
 
 @pytest.fixture(scope="module")

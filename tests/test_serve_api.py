@@ -27,7 +27,6 @@ from recagent.agent.service import Service, ServiceConfig, create_app
 from recagent.evals.eval_images import held_out_items
 from recagent.evals.loopback import free_port, start_server, stop_server
 from recagent.tools.catalog import load_catalog
-from recagent.tools.images import image_encoder
 from recagent.tools.settings import Settings
 
 KEYS = {"ana-key-0001": "ana", "bob-key-0002": "bob", "cy-key-00003": "cy"}
@@ -154,16 +153,6 @@ def conversation(client, script) -> str:
     response = client.post(f"/conversations/{cid}/turns", json={"text": "a scary movie about a shark"}, headers=ANA)
     assert response.status_code == 200 and response.json()["version"] == 1, response.text
     return cid
-
-
-@pytest.fixture(scope="module")
-def fashion_images(settings, fashion_index):
-    """The fashion index with its product photos embedded (as tests/test_images.py makes it)."""
-    report = fashion_index.index_images(
-        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
-    )
-    assert report.added + report.unchanged + report.updated >= 9500
-    return fashion_index
 
 
 @pytest.fixture(scope="module")

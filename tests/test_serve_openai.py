@@ -22,8 +22,6 @@ from conftest import RECAGENT
 
 from recagent.evals.eval_images import held_out_items
 from recagent.evals.loopback import free_port, start_server, stop_server
-from recagent.tools.catalog import load_catalog
-from recagent.tools.images import image_encoder
 from recagent.tools.settings import Settings
 
 KEY = "ana-key-0001"
@@ -71,16 +69,6 @@ def streamed(chunks: list[Any]) -> tuple[int, int, str]:
     items_at = next(n for n, c in enumerate(chunks) if "items" in recagent(c))
     text_at = next(n for n, c in enumerate(chunks) if c.choices and c.choices[0].delta.content)
     return items_at, text_at, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-@pytest.fixture(scope="module")
-def fashion_images(settings, fashion_index):
-    """The fashion index with its product photos embedded (as tests/test_images.py makes it)."""
-    report = fashion_index.index_images(
-        load_catalog("fashion", settings), image_encoder(settings, "fashion"), progress=False
-    )
-    assert report.added + report.unchanged + report.updated >= 9500
-    return fashion_index
 
 
 @pytest.fixture(scope="module")
