@@ -87,6 +87,9 @@ def rejected_positions(said: str, positions: list[int], shown: int) -> list[int]
     message is negative; it may forget the positions ("not the first one"), which then come from the words."""
     if not is_negative(said):
         return []
+    if not positions and (match := re.search(r"\b(first|last) (two|three|four)\b", said)):  # "not the first two"
+        count = {"two": 2, "three": 3, "four": 4}[match[2]]
+        positions = list(range(1, count + 1)) if match[1] == "first" else list(range(shown - count + 1, shown + 1))
     positions = positions or [n for word, n in ORDINALS.items() if re.search(rf"\b{word}\b", said)]
     if "last" in said.split() and shown and not positions:
         positions = [shown]

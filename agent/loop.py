@@ -3,6 +3,7 @@ writes one grounded sentence; the items are listed from the tool result). Read `
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from .conversation import Conversation
 from .langchain_export import as_runnable
 from .llm import LLM, Completion
 from .planner import PlannerSpec, accepted_args, plan_tool_call, planner_messages
+from .rules import code_plan
 from .toolbox import SHOWN, CatalogTools, ToolResult
 from .understanding import Reading, correct_typos, read_message, to_english, without_instructions
 from .writer import item_list, write_intro
@@ -45,6 +47,7 @@ class ToolCall:
     arguments: dict
     seconds: float
     error: str | None = None
+    planner: str = "llm"  # who chose this call: "llm", or "code" (agent/rules.py)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Reply:
     error_kind: str | None = None  # which RecagentError: LLMError, ImageError, AudioError, TurnError, ...
     removed_mentions: list[str] = field(default_factory=list)  # invented titles taken out of the reply
     transcript: str | None = None  # what was heard, for a spoken turn
+    tokens: dict = field(default_factory=dict)  # LLM tokens this turn: llm_calls, prompt, generated
 
     def to_dict(self) -> dict:
         """The JSON form `ask --json` prints: reply, items, tool_calls, timings, clarifying, error."""
@@ -77,12 +81,17 @@ class Turn:
         self.started = time.perf_counter()
         self.timings: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
         self.calls: list[ToolCall] = []
+        # Token counts make speeds comparable across machines (seconds alone differ 1.7x between two of ours).
+        self.tokens = {"llm_calls": 0, "prompt": 0, "generated": 0}
 
     def complete(self, messages: list[dict], **kwargs: Any) -> Completion:
-        """An LLM call, its prompt and generation time counted."""
+        """An LLM call, its prompt and generation time and its tokens counted."""
         completion = self.llm.complete(messages, **kwargs)
         self.timings["llm_prompt"] += completion.prompt_seconds
         self.timings["llm_generation"] += completion.generation_seconds
+        self.tokens["llm_calls"] += 1
+        self.tokens["prompt"] += completion.prompt_tokens
+        self.tokens["generated"] += completion.completion_tokens
         return completion
 
     def mark(self, stage: str, since: float | None = None) -> None:
@@ -185,12 +194,14 @@ class Agent:
                 timings=turn.rounded(),
                 error=str(exc),
                 error_kind=exc.__class__.__name__,
+                tokens=turn.tokens,
             )
         except BaseException:  # cancelled (Ctrl-C) or a bug: the conversation is still as it was
             conversation.restore(snapshot)
             raise
         reply.transcript = transcript
         reply.timings = turn.rounded()
+        reply.tokens = dict(turn.tokens)
         return reply
 
     def _listen(self, audio: str, turn: Turn) -> str:
@@ -234,7 +245,8 @@ class Agent:
         conversation.add_user(text)
         for item_id in reading.references:  # "I loved X": X is liked, never shown back, and guides the ranking
             conversation.like(item_id)
-        result = self._act(tools, messages, text, turn, photo)
+        planned = None if photo or not self.settings.code_plans else self._code_plan(conversation, text, reading)
+        result = self._act(tools, messages, text, turn, photo, planned)
         if result.question:
             conversation.add_assistant(result.question, [])
             turn.emit("token", result.question)
@@ -257,14 +269,21 @@ class Agent:
         conversation.add_assistant(intro + "\n" + listing, [r.id for r in result.items])
         return Reply(text=intro + "\n" + listing, items=items, tool_calls=turn.calls, removed_mentions=removed)
 
-    def _act(self, tools: CatalogTools, messages: list[dict], text: str, turn: Turn, photo: bool) -> ToolResult:
-        """Plan a tool call and run it, up to max_steps times: a tool error or a details lookup plans again."""
+    def _act(
+        self, tools: CatalogTools, messages: list[dict], text: str, turn: Turn, photo: bool, planned: dict | None
+    ) -> ToolResult:
+        """Run the call code planned, or plan one with the LLM, up to max_steps times: a tool error or a details
+        lookup plans again (with the LLM)."""
         funcs = tools.planner_tools()
         spec = self._planner_spec(tools)
         result: ToolResult | None = None
         for _step in range(self.max_steps):
-            turn.emit("status", "planning")
-            plan, raw = plan_tool_call(turn.complete, messages, spec, funcs, text)
+            by = "code" if planned else "llm"
+            if planned:
+                plan, raw, planned = planned, json.dumps(planned), None
+            else:
+                turn.emit("status", "planning")
+                plan, raw = plan_tool_call(turn.complete, messages, spec, funcs, text)
             name, args = plan["tool"], plan.get("args") or {}
             if photo and name != "search_catalog":  # a photo turn searches by the photo; the words only refine it
                 name, args = (
@@ -276,13 +295,13 @@ class Agent:
                 result = funcs[name](**accepted_args(args, funcs[name]))
             except (ToolError, TypeError) as exc:
                 result = None
-                turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4), error=str(exc)))
+                turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4), str(exc), by))
                 messages = messages + [
                     {"role": "assistant", "content": raw},
                     {"role": "user", "content": f"Tool error: {exc}. Choose again."},
                 ]
                 continue
-            turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4)))
+            turn.calls.append(ToolCall(name, args, round(time.perf_counter() - started, 4), planner=by))
             turn.timings["retrieval"] += result.retrieval_seconds
             turn.timings["ranking"] += result.ranking_seconds
             if result.final or name in CatalogTools.SEARCHES:
@@ -303,6 +322,19 @@ class Agent:
         if english != text:
             return english
         return correct_typos(text, known_words(self.settings), self.catalog.words)
+
+    def _code_plan(self, conversation: Conversation, text: str, reading: Reading) -> dict | None:
+        """The tool call plain code makes for this message, or None: the planner decides (agent/rules.py)."""
+        profile = self.catalog.profile
+        return code_plan(
+            text,
+            reading,
+            [self.catalog.title(i) for i in reading.references],
+            bool(conversation.last_search),
+            self.catalog.fields,
+            profile.facets,
+            profile.kinds,
+        )
 
     def _read(self, conversation: Conversation, text: str) -> Reading:
         """What plain code reads in the message (understanding.py): time, negations, constraints taken back, and

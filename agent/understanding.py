@@ -72,6 +72,7 @@ _NOT_A_TITLE = re.compile(
     r"^(?:this|that|these|those|it|them|one|ones|the (?:first|second|third|last|photo|picture|one)|something|"
     r"anything|a |an |some |movies?\b|films?\b|to |watching|it |what|how|when|horror|comedy|comedies|action)",
 )
+_NOT_LIKED = re.compile(r"(?:n'?t|\bnot|\bnever)\s+(?:really\s+|even\s+)?$", re.IGNORECASE)
 _SPAN_END = re.compile(r"\s*(?:[.;!?:]|\s(?:but|with|only|except|though|although|please|because|that is|which)\s)")
 _TIME_FIELD_WORDS = ("year", "years", "decade", "era", "time", "date", "old", "new", "age")
 
@@ -208,6 +209,8 @@ def reference_spans(said: str) -> list[str]:
     but funnier' -> ['The Matrix,']; 'I loved Heat, Ronin and Toy Story' -> ['Heat, Ronin and Toy Story']."""
     spans = []
     for match in _REFERENCE.finditer(said):
+        if _NOT_LIKED.search(said[: match.start()]):  # "they didn't like Shrek" names no favourite
+            continue
         span = _SPAN_END.split(match["span"], maxsplit=1)[0].strip(" \"'")
         if span and not _NOT_A_TITLE.match(span.lower()):
             spans.append(span)
@@ -248,6 +251,17 @@ def read_message(
         dropped=dropped_constraints(said, standing, fields, time_field),
         references=referenced_items(said, find_title) if find_title else [],
     )
+
+
+def without_read_phrases(said: str, fields: dict) -> str:
+    """The message (lower case) without what `read_message` reads from it: time phrases, negations of a value and
+    constraints taken back ("a 90s comedy, no romance" -> "a comedy,"). What is left is what the user wants."""
+    text = said.lower()
+    words = value_words(fields)
+    for pattern in (_BETWEEN, _BEFORE, _AFTER, _SINCE, _DECADE, _IN_YEAR, _OLDER, _NEWER, _DROP):
+        text = pattern.sub(" ", text)
+    text = _NEGATION.sub(lambda m: " " if _value_in(m["words"], words) else m[0], text)
+    return " ".join(text.split())
 
 
 # ---- before reading: instructions aimed at the assistant, other languages, typos ----------------------------------

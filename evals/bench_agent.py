@@ -49,6 +49,7 @@ REQUESTS = [
     "a gangster crime saga",
 ]
 STAGES = ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval", "ranking")
+COUNTS = ("llm_calls", "prompt_tokens", "generated_tokens")
 
 
 def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str] = REQUESTS) -> dict:
@@ -68,7 +69,12 @@ def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str]
                 "clarifying": reply.clarifying,
                 "error": reply.error,
                 "tools": [c.name for c in reply.tool_calls],
+                "planned_by": [c.planner for c in reply.tool_calls],
                 "off_catalog_mentions": len(reply.removed_mentions),
+                # tokens make the seconds comparable across machines: prompt and generated, all LLM calls
+                "llm_calls": reply.tokens.get("llm_calls", 0),
+                "prompt_tokens": reply.tokens.get("prompt", 0),
+                "generated_tokens": reply.tokens.get("generated", 0),
             }
         )
         print(
@@ -91,6 +97,13 @@ def _summary(name: str, turns: list[dict]) -> dict:
         values = [t[key] for t in turns if t.get(key) is not None]
         if values:
             out[key] = {"p50": percentile(values, 50, digits=2), "p95": percentile(values, 95, digits=2)}
+    for key in COUNTS:
+        values = [t[key] for t in turns if t.get(key) is not None]
+        if values:
+            out[key] = {"p50": percentile(values, 50, digits=1), "mean": round(sum(values) / len(values), 1)}
+    planned = [t for t in turns if t.get("planned_by")]
+    if planned:
+        out["code_planned_rate"] = round(sum(t["planned_by"][0] == "code" for t in planned) / len(planned), 3)
     named = sum(t.get("named_titles", t["items"]) for t in turns)
     off = sum(t.get("off_catalog", 0) for t in turns)
     out["off_catalog_rate"] = round(off / named, 3) if named else 0.0
@@ -186,6 +199,13 @@ def format_table(results: dict) -> str:
         lines.append(
             f"| {s['system']} | {s['n']} | {both} | {p50} | {s['valid_turn_rate']:.0%} | {s['off_catalog_rate']:.0%} |"
         )
+    for s in results["systems"]:
+        if "prompt_tokens" in s:
+            lines.append(
+                f"\n{s['system']}: per turn p50 {s['llm_calls']['p50']:g} LLM calls, "
+                f"{s['prompt_tokens']['p50']:g} prompt tokens, {s['generated_tokens']['p50']:g} generated tokens; "
+                f"planned by code: {s.get('code_planned_rate', 0):.0%} of turns"
+            )
     return "\n".join(lines)
 
 

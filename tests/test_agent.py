@@ -18,7 +18,7 @@ def call(tool, **args):
 @pytest.fixture
 def make_agent(settings, movies_index):
     def make(*script):
-        return Agent(ScriptedLLM(list(script)), "movies", settings)
+        return Agent(ScriptedLLM(list(script)), "movies", settings.with_(code_plans=False))  # scripts the planner
 
     return make
 

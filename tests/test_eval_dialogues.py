@@ -115,6 +115,8 @@ def test_report_is_written_with_plots(shark_script, settings, movies_index, tmp_
 
 
 def test_recorded_run_replays_identically_without_a_model(shark_script, settings, movies_index, tmp_path, env):
+    settings = settings.with_(code_plans=False)  # every turn asks the (scripted) planner: its calls are recorded
+    env = {**env, "RECAGENT_CODE_PLANS": "0"}
     recording = tmp_path / "calls.jsonl"
     scripts = load_scripts(shark_script)
     first = run_dialogues(scripts, settings, fake_llm(), record=recording, progress=False)

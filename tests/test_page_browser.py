@@ -167,7 +167,9 @@ def status(url: str, path: str) -> tuple[int, bytes, dict[str, str]]:
 
 def service_config(settings: Settings, db: Path, **changes: Any) -> ServiceConfig:
     values: dict[str, Any] = {"llm_kind": "scripted", "torch_threads": None, **changes}
-    return ServiceConfig(settings=settings.with_(db_url=f"sqlite:///{db}"), **values)
+    # The scripted LLM answers as the planner too: then every turn is planned by it (code_plans off)
+    scripted = values["llm_kind"] == "scripted"
+    return ServiceConfig(settings=settings.with_(db_url=f"sqlite:///{db}", code_plans=not scripted), **values)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ def config(settings: Settings, db: Path, **changes: Any) -> ServiceConfig:
     as they are: the service would set them for the whole test process."""
     values: dict[str, Any] = {"llm_kind": "scripted", "api_keys": KEYS, "max_upload_bytes": LIMIT, **changes}
     values.setdefault("torch_threads", None)
-    return ServiceConfig(settings=settings.with_(db_url=f"sqlite:///{db}"), **values)
+    # The scripted LLM answers as the planner too: every turn is planned by it (code_plans off)
+    return ServiceConfig(settings=settings.with_(db_url=f"sqlite:///{db}", code_plans=False), **values)
 
 
 def sse_events(body: str) -> list[tuple[str, Any]]:

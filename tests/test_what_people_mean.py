@@ -37,7 +37,7 @@ def call(tool, **args):
 @pytest.fixture
 def make_agent(settings, movies_index):
     def make(*script, catalog="movies"):
-        return Agent(ScriptedLLM(list(script)), catalog, settings)
+        return Agent(ScriptedLLM(list(script)), catalog, settings.with_(code_plans=False))  # a planner at its worst
 
     return make
 
@@ -102,3 +102,27 @@ def test_items_a_person_cannot_tell_apart_are_shown_once(settings, fashion_index
     assert len(names) == 5 and len(set(names)) == 5, names
     same = agent.catalog.by_title.get(title_key("Basics Men Blue Striped T-shirt"), [])
     assert len(same) >= 2  # the catalog does hold several products of that name
+
+
+def test_code_plans_the_turns_it_can_read_whole_and_the_planner_the_rest(settings, movies_index):
+    """With code plans on (the default), a description and a pure refinement need only the writer: one LLM call a
+    turn, none of them the planner's; a question goes to the planner."""
+    llm = ScriptedLLM(
+        ["Nineties heists.", "Newer.", "No comedies."]
+        + [call("item_details", title="Jaws"), call("search_catalog", query="shark", filters=[]), "Sharks."]
+    )
+    agent = Agent(llm, "movies", settings)
+    conv = agent.new_conversation()
+    nineties = agent.turn(conv, "a heist movie from the 1990s")
+    assert [(c.name, c.planner) for c in nineties.tool_calls] == [("search_catalog", "code")]
+    assert nineties.tokens["llm_calls"] == 1 and nineties.text.startswith("Nineties heists.")
+    assert all(1990 <= y <= 1999 for y in years(nineties.items))
+    assert sum("Crime" in i["genres"] for i in nineties.items) == len(nineties.items)
+    newer = agent.turn(conv, "something newer")
+    assert [(c.name, c.planner) for c in newer.tool_calls] == [("refine_last", "code")]
+    assert min(years(newer.items)) > max(years(nineties.items))
+    funny = agent.turn(conv, "no comedies")
+    assert funny.items and not [i for i in funny.items if "Comedy" in i["genres"]]
+    asked = agent.turn(agent.new_conversation(), "who directed Jaws?")
+    assert [(c.name, c.planner) for c in asked.tool_calls] == [("item_details", "llm"), ("search_catalog", "llm")]
+    assert len(llm.calls) == 6 and not llm.script  # 3 writers; then the planner twice and the writer

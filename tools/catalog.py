@@ -367,12 +367,20 @@ class CatalogProfile:
     rating_count: str = "ratings"
     rating_source: str = "users"  # "rated 4.1/5 by 120 {rating_source}"
     time_field: str = "year"  # the field "older" and "newer" refer to
+    # Fields whose values, named in a message ("black", "sports shoes", "for men", "a comedy"), plain code turns into
+    # filters when it plans a turn without the LLM (agent/rules.py); a named value of a `kinds` field in a follow-up
+    # ("now a watch") is a new search, which the planner decides.
+    facets: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
 
 
 PROFILES = {
-    "movies": CatalogProfile(kind="movie", noun="movie", rating_source="MovieLens users"),
+    "movies": CatalogProfile(kind="movie", noun="movie", rating_source="MovieLens users", facets=("genres",)),
     "fashion": CatalogProfile(
-        reason_phrase="{baseColour} {articleType} for {gender}", reason_phrase_needs="articleType"
+        reason_phrase="{baseColour} {articleType} for {gender}",
+        reason_phrase_needs="articleType",
+        facets=("gender", "masterCategory", "subCategory", "articleType", "baseColour"),
+        kinds=("masterCategory", "subCategory", "articleType"),
     ),
 }
 

@@ -44,6 +44,8 @@ class Settings:
     asr_model: str | None = None  # --asr-model, RECAGENT_ASR_MODEL
     max_audio_seconds: float | None = None  # RECAGENT_MAX_AUDIO_SECONDS
     asr_vocabulary: bool = True  # tell Whisper the catalog's own words first: RECAGENT_ASR_VOCABULARY=0 turns it off
+    # the agent (agent/rules.py): plain code plans the turns it can read whole; RECAGENT_CODE_PLANS=0: the LLM plans all
+    code_plans: bool = True
     # feedback (tools/feedback.py)
     user: str | None = None  # whose feedback: --user, RECAGENT_USER; None: the login name
     feedback: bool = True  # store likes and dislikes: --feedback/--no-feedback, RECAGENT_FEEDBACK=0
@@ -118,6 +120,7 @@ _OPTION_ENV = {
     "asr_model": ("RECAGENT_ASR_MODEL", str),
     "max_audio_seconds": ("RECAGENT_MAX_AUDIO_SECONDS", float),
     "asr_vocabulary": ("RECAGENT_ASR_VOCABULARY", bool),
+    "code_plans": ("RECAGENT_CODE_PLANS", bool),
     "user": ("RECAGENT_USER", str),
     "feedback": ("RECAGENT_FEEDBACK", bool),
     "share_text": ("RECAGENT_FEEDBACK_TEXT", bool),

@@ -71,10 +71,11 @@ class LocalLLM:
             end = time.perf_counter()
             first = first or end
             text = "".join(pieces)
+            generated = len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
             return Completion(
                 text,
-                prompt_tokens=_n_prompt_tokens(llama),
-                completion_tokens=len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0,
+                prompt_tokens=max(0, _n_context_tokens(llama) - generated),
+                completion_tokens=generated,
                 prompt_seconds=first - started,
                 generation_seconds=end - first,
             )
@@ -103,6 +104,7 @@ class CompactStates:
         self.cache[key] = state
 
 
-def _n_prompt_tokens(llama: Any) -> int:
-    """How many tokens the last prompt had (0 when this llama-cpp-python does not say)."""
+def _n_context_tokens(llama: Any) -> int:
+    """How many tokens the context holds after a call: its prompt and what was generated, but the token sampled
+    last (0 when this llama-cpp-python does not say)."""
     return int(getattr(llama, "n_tokens", 0) or 0)

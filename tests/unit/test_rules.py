@@ -1,0 +1,130 @@
+"""Which turns plain code plans without the LLM, and the filters it reads (agent/rules.py)."""
+
+import pytest
+
+from recagent.agent.rules import code_plan, has_name
+from recagent.agent.understanding import read_message
+from recagent.tools.catalog import catalog_profile
+
+pytestmark = pytest.mark.unit
+
+GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Horror", "Musical", "Romance", "Sci-Fi"]
+MOVIES = {"genres": {"type": "list", "values": GENRES}, "year": {"type": "int"}, "title": {"type": "str"}}
+FASHION = {
+    "gender": {"type": "str", "values": ["Boys", "Girls", "Men", "Unisex", "Women"]},
+    "masterCategory": {"type": "str", "values": ["Accessories", "Apparel", "Footwear"]},
+    "subCategory": {"type": "str", "values": ["Bags", "Shoes", "Topwear", "Watches"]},
+    "articleType": {
+        "type": "str",
+        "values": ["Casual Shoes", "Handbags", "Sandals", "Sports Shoes", "Tshirts", "Watches"],
+    },
+    "baseColour": {"type": "str", "values": ["Black", "Blue", "Brown", "Navy Blue", "White"]},
+    "season": {"type": "str", "values": ["Summer", "Winter"]},
+}
+
+
+def plan(text, catalog="movies", follow_up=False, titles=()):
+    fields = MOVIES if catalog == "movies" else FASHION
+    profile = catalog_profile(catalog)
+    reading = read_message(text, fields, [], [1990, 1995] if follow_up else [])
+    return code_plan(text, reading, list(titles), follow_up, fields, profile.facets, profile.kinds)
+
+
+@pytest.mark.parametrize(
+    ("text", "query", "filters"),
+    [
+        ("I want a scary movie about a shark", "scary shark", ["genres=Horror"]),
+        (
+            "a funny animated film for my kids",
+            "funny animated kids",
+            ["genres=Comedy", "genres=Animation", "genres=Children"],
+        ),
+        ("a heist movie from the 1990s", "heist", ["genres=Crime"]),  # the decade is the reading's
+        ("a 90s comedy, no romance", "comedy", ["genres=Comedy"]),  # "romance" stays out of query and filters
+        ("a movie about dinosaurs", "dinosaurs", []),
+    ],
+)
+def test_a_first_request_that_only_describes_is_searched_by_code(text, query, filters):
+    assert plan(text) == {"tool": "search_catalog", "args": {"query": query, "filters": filters}}
+
+
+def test_fashion_values_are_named_on_the_most_specific_field_longest_first():
+    assert plan("white casual shoes for women", "fashion")["args"]["filters"] == [
+        "articleType=Casual Shoes",
+        "baseColour=White",
+        "gender=Women",
+    ]
+    watch = plan("a watch for men", "fashion")["args"]
+    assert watch == {"query": "watch men", "filters": ["articleType=Watches", "gender=Men"]}
+    assert plan("a blue striped t-shirt for men", "fashion")["args"]["filters"] == [
+        "baseColour=Blue",
+        "articleType=Tshirts",
+        "gender=Men",
+    ]
+    # the negated value is the reading's (articleType!=Sandals), never a wanted one
+    assert plan("summer footwear for men, no sandals", "fashion")["args"]["filters"] == [
+        "masterCategory=Footwear",
+        "gender=Men",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hi",
+        "can you recommend something?",
+        "I need something to wear",
+        "Tell me about Jaws, and then recommend something similar",
+        "Die Hard, but funnier",
+        "a romantic comedy set in New York",  # a name: maybe a title, the planner reads it
+    ],
+)
+def test_vague_messages_questions_and_names_go_to_the_planner(text):
+    assert plan(text) is None
+
+
+def test_a_reference_resolved_by_the_reading_is_no_unknown_name():
+    said = "Something like The Matrix, mind-bending science fiction with action"
+    found = plan(said, titles=["Matrix, The (1999)"])
+    assert found is not None and found["tool"] == "search_catalog"
+    assert "matrix" not in found["args"]["query"] and "science fiction" in found["args"]["query"]
+
+
+@pytest.mark.parametrize(
+    ("text", "filters"),
+    [
+        ("older ones", []),
+        ("not the first one, show me others", []),
+        ("no romance please", []),
+        ("anything more recent than these?", []),
+        ("1990s", []),
+        ("adventure ones", ["genres=Adventure"]),
+        ("more like these", []),
+    ],
+)
+def test_a_follow_up_that_only_refines_is_a_refinement(text, filters):
+    assert plan(text, follow_up=True) == {"tool": "refine_last", "args": {"filters": filters, "reject": []}}
+
+
+@pytest.mark.parametrize(
+    ("text", "catalog"),
+    [
+        ("I've seen Ghostbusters and Airplane, what else?", "movies"),
+        ("they didn't like Shrek, show me different ones", "movies"),
+        ("now something for a rainy day", "movies"),
+        ("let's switch to a light comedy, no romance", "movies"),
+        ("now a watch to go with them", "fashion"),  # a new kind of item: a new search
+    ],
+)
+def test_a_follow_up_that_says_something_new_goes_to_the_planner(text, catalog):
+    assert plan(text, catalog, follow_up=True) is None
+
+
+def test_colours_in_a_follow_up_refine():
+    assert plan("actually white ones instead", "fashion", follow_up=True)["args"]["filters"] == ["baseColour=White"]
+
+
+def test_names_are_capitalised_words_inside_a_sentence():
+    assert has_name("Tell me about Jaws") and has_name("so. I liked it, Heat too")
+    assert not has_name("I want a movie. Something scary") and not has_name("I'm bored")
+    assert not has_name("like The Matrix", {"the", "matrix"})
