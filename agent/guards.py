@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from recagent.tools.errors import ConfigError
-from recagent.tools.filters import field_name, parse_filter, parse_where
+from recagent.tools.filters import constraint_key, field_name, parse_filter, parse_where
 from recagent.tools.text import GENRE_HINTS, GENRE_NAMES
 
 NEGATIVE = re.compile(r"\b(not|no|don't|dont|didn't|didnt|seen|hate|dislike|skip|other than|except|without)\b")
@@ -109,6 +109,7 @@ def allowed_filters(
     if photo_turn:
         wanted += named_values(said, fields, wanted)
     positive = {f.replace("!=", "=") for f in wanted if "!=" not in f}
+    standing_keys = {constraint_key(c) for c in standing}  # "genre!=Musical" stands when "genres!=Musical" does
     good = []
     for flt in wanted:
         if "!=" in flt and flt.replace("!=", "=") in positive:
@@ -119,7 +120,7 @@ def allowed_filters(
         except ConfigError as exc:
             notes.append(f"ignored filter {flt!r}: {exc}")
             continue
-        if flt not in standing and not asked_for(flt, said, time_field):
+        if constraint_key(flt) not in standing_keys and not asked_for(flt, said, time_field):
             notes.append(f"ignored filter {flt!r}: not asked for")
             continue
         good.append(flt)

@@ -245,6 +245,8 @@ class Agent:
         conversation.add_user(text)
         for item_id in reading.references:  # "I loved X": X is liked, never shown back, and guides the ranking
             conversation.like(item_id)
+        for item_id in reading.disliked:  # "they didn't like X": never shown in this conversation
+            conversation.dislike(item_id)
         planned = None if photo or not self.settings.code_plans else self._code_plan(conversation, text, reading)
         result = self._act(tools, messages, text, turn, photo, planned)
         if result.question:
@@ -329,11 +331,13 @@ class Agent:
         return code_plan(
             text,
             reading,
-            [self.catalog.title(i) for i in reading.references],
+            [self.catalog.title(i) for i in reading.references + reading.disliked],
             bool(conversation.last_search),
             self.catalog.fields,
             profile.facets,
             profile.kinds,
+            lambda word: word in known_words(self.settings) or word in self.catalog.words,
+            profile.noun,
         )
 
     def _read(self, conversation: Conversation, text: str) -> Reading:

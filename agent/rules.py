@@ -1,16 +1,18 @@
-"""Turns that plain code plans without the LLM: a request that only describes what the user wants, and a follow-up
-that only changes the time, turns something down, takes a constraint back or rejects shown items.
+"""Turns that plain code plans without the LLM: a request that only describes what the user wants (or starts over:
+"let's switch to a light comedy"), a follow-up that only changes the time, turns something down, takes a
+constraint back or rejects shown items, and a message with nothing to search for yet ("hi"), which gets a question.
 
 The 1.5B planner costs 2 to 4 s a turn on a laptop CPU (its answer is 30 tokens of JSON) and, on these turns,
 only copies the user's words into a query and the filters that code reads anyway (understanding.py). Every other
-turn goes to the planner: a question, a title outside "something like X", a photo, a vague message ("hi"), and a
-follow-up that says something new ("now a watch to go with them"), where only the LLM can tell a new search
-from a refinement. `RECAGENT_CODE_PLANS=0` sends every turn to the planner.
+turn goes to the planner: a question, a title outside "something like X", a photo, and a follow-up that says
+something new without saying it starts over ("something funnier"), where only the LLM can tell a new search from a
+refinement. `RECAGENT_CODE_PLANS=0` sends every turn to the planner.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from recagent.tools.text import GENRE_NAMES, plain_words, strip_year
 
@@ -40,26 +42,40 @@ def code_plan(
     fields: dict,
     facets: tuple[str, ...],
     kinds: tuple[str, ...],
+    known: Callable[[str], bool] = lambda word: True,
+    noun: str = "item",
 ) -> dict | None:
     """The tool call for a turn plain code can plan, {"tool": ..., "args": ...}; None when the planner decides.
 
     text: the message as understood (English, typos corrected); reading: what understanding.py read in it, with
     the titles of the items it names as references; has_last_search: a follow-up; facets/kinds: the profile's
-    fields for named values (tools/catalog.py)."""
+    fields for named values (tools/catalog.py); known: whether a word is English or the catalog's ("qwzx blorp" is
+    not: nothing to search for yet, so the user is asked); noun: what an item is called, for that question."""
     titled = {w for title in reference_titles for w in plain_words(strip_year(title)).split()}
     tokens = [w for w in plain_words(without_read_phrases(text, fields).replace("-", "")).split() if w not in titled]
     named, used = named_filters(tokens, fields, facets)
     rest = [w for n, w in enumerate(tokens) if n not in used and w not in FILLER]
+    vague = not named and not reading.references and not any(map(known, rest))
     if has_last_search:
-        if rest or any(f.split("=")[0] in kinds for f in named):  # says something new: the planner decides
+        if _NEW_SEARCH.search(text.lower()) and not vague and not has_name(text, titled):
+            has_last_search = False  # "let's switch to a light comedy": a new search, planned below
+        elif rest or any(f.split("=")[0] in kinds for f in named):  # says something new: the planner decides
             return None
-        return {"tool": "refine_last", "args": {"filters": named, "reject": []}}
+        else:
+            return {"tool": "refine_last", "args": {"filters": named, "reject": []}}
+    if vague:  # "hi", "I need something to wear", "qwzx blorp": nothing to search for yet
+        return {"tool": "ask_user", "args": {"question": f"Happy to help! What kind of {noun} are you looking for?"}}
     if "?" in text or has_name(text, titled):  # a question, or a title the reading did not resolve
-        return None
-    if not rest and not named and not reading.references:  # "hi", "I need something to wear": the planner asks
         return None
     query = " ".join(w for n, w in enumerate(tokens) if n in used or w not in FILLER) or text
     return {"tool": "search_catalog", "args": {"query": query, "filters": named}}
+
+
+# A follow-up that starts over: "let's switch to a light comedy", "now a watch to go with them", "change completely"
+_NEW_SEARCH = re.compile(
+    r"\b(?:switch|change|let'?s try|how about|what about|now (?:a|an|some|something)|something (?:else|different) "
+    r"(?:entirely|altogether)|this time|instead of that)\b"
+)
 
 
 def named_filters(tokens: list[str], fields: dict, facets: tuple[str, ...]) -> tuple[list[str], set[int]]:

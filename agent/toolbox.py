@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from recagent.tools.errors import ConfigError, ToolError
-from recagent.tools.filters import field_name, merge_constraints, parse_filter, parse_where
+from recagent.tools.filters import field_name, matches, merge_constraints, parse_filter, parse_where
 from recagent.tools.index import Hit
 from recagent.tools.models import embed_texts
 from recagent.tools.ranking import Context, Ranked, Ranker, rank_candidates
@@ -25,6 +25,7 @@ from .guards import allowed_filters, rejected_positions
 from .understanding import Reading
 
 CANDIDATES = 40  # retrieved before ranking
+NEIGHBOURS = 20  # added to them when the user names favourites: the items their fans liked too
 # words that only introduce a reference ("something like X"), left out of what the rest of a request says
 _REFERENCE_WORDS = set(
     "something anything movie movies film films one ones like similar to i loved liked love the a".split()
@@ -179,7 +180,7 @@ class CatalogTools:
             time_field=self.view.profile.time_field,
         )
         notes += dropped
-        good = self._with_reading(good)
+        good = self._with_reading(good + self._persisting(good, standing))
         self.conversation.constraints = good
         where = parse_where(good, self.view.fields)
         c = self.conversation
@@ -200,7 +201,11 @@ class CatalogTools:
         if not hits and where is not None:
             # Nothing passes every filter: say so and show the closest items without them.
             notes.append(f"nothing matches all of {self.conversation.constraints}; showing the closest items")
+            where = None
             hits = search(None)
+        favourites = list(reading.references) or list(also_exclude)  # "I loved X and Y", similar_items(X, Y)
+        if self.ranker is not None and favourites and photo_vector is None:
+            hits += self._neighbours(favourites, where, exclude | {h.id for h in hits}, query)
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         if self.ranker is not None and hits:
@@ -224,6 +229,21 @@ class CatalogTools:
         good = [g for g in good if key(g) not in dropped and not (key(g)[1] == "=" and key(g)[::2] in negated)]
         keys = {key(g) for g in good}
         return good + [f for f in reading.time + reading.negations if key(f) not in keys]
+
+    def _persisting(self, good: list[str], standing: list[str]) -> list[str]:
+        """The standing constraints that hold in a new search too: negations, and the profile's `persist` fields
+        (a value the new request names wins)."""
+        keys = {self._key(g) for g in good}
+        named_fields = {k[0] for k in keys if k[1] == "="}
+        persist = {name.lower() for name in self.view.profile.persist}
+        out = []
+        for constraint in standing:
+            name, op, value = self._key(constraint)
+            if op == "!=" and (name, "=", value) not in keys and (name, op, value) not in keys:
+                out.append(constraint)
+            elif op == "=" and name in persist and name not in named_fields:
+                out.append(constraint)
+        return out
 
     def _key(self, constraint: str) -> tuple[str, str, str]:
         """A filter as (field as the catalog names it, operator, value): "colour!=black" is "baseColour!=Black"."""
@@ -263,6 +283,25 @@ class CatalogTools:
             words = embed_texts([rest], self.view.settings)[0]
             vector = vector / (np.linalg.norm(vector) or 1.0) + words / (np.linalg.norm(words) or 1.0)
         return vector / (np.linalg.norm(vector) or 1.0)
+
+    def _neighbours(self, favourites: list[str], where: dict | None, exclude: set[str], query: str | None) -> list[Hit]:
+        """The items that the fans of the user's favourites rated too (MovieLens item-kNN cosine, summed over the
+        favourites), within the filters. Text vectors alone find what shares the titles' words ("Ronin" -> "47
+        Ronin", "Heat" -> "Body Heat"), not what the same people enjoyed."""
+        assert self.ranker is not None
+        signals, meta = self.ranker.signals, self.view.meta
+        rows = [signals.pos[i] for i in favourites if i in signals.pos]
+        if not rows:
+            return []
+        scores = np.asarray(signals.knn[rows].sum(axis=0)).ravel()  # [N]
+        out: list[Hit] = []
+        for j in np.argsort(-scores):
+            if scores[j] <= 0 or len(out) == NEIGHBOURS:
+                break
+            item = signals.ids[j]
+            if item not in exclude and item in meta and matches(meta[item], where):
+                out.append(Hit(item, meta[item].get("title", item), 0.0, meta[item]))
+        return out
 
     def _rank_with_head(self, hits: list[Hit], query: str | None, exclude: set[str]) -> list[Ranked]:
         """Order the retrieval hits by the learned head. The context: liked items, and the request (the tool's

@@ -73,6 +73,7 @@ _NOT_A_TITLE = re.compile(
     r"anything|a |an |some |movies?\b|films?\b|to |watching|it |what|how|when|horror|comedy|comedies|action)",
 )
 _NOT_LIKED = re.compile(r"(?:n'?t|\bnot|\bnever)\s+(?:really\s+|even\s+)?$", re.IGNORECASE)
+_HATED = re.compile(r"\b(?:i |we |they |he |she )?(?:hated|disliked|can'?t stand|couldn'?t stand)\s+(?P<span>.+)", re.I)
 _SPAN_END = re.compile(r"\s*(?:[.;!?:]|\s(?:but|with|only|except|though|although|please|because|that is|which)\s)")
 _TIME_FIELD_WORDS = ("year", "years", "decade", "era", "time", "date", "old", "new", "age")
 
@@ -85,6 +86,7 @@ class Reading:
     negations: list[str] = field(default_factory=list)  # e.g. ["genres!=Animation"]
     dropped: list[str] = field(default_factory=list)  # constraints (as they stand) that the user takes back
     references: list[str] = field(default_factory=list)  # item ids named as references ("like X")
+    disliked: list[str] = field(default_factory=list)  # item ids named as turned down ("they didn't like X")
 
     @property
     def filters(self) -> list[str]:
@@ -204,26 +206,29 @@ def dropped_constraints(said: str, standing: list[str], fields: dict, time_field
     return list(dict.fromkeys(out))
 
 
-def reference_spans(said: str) -> list[str]:
+def reference_spans(said: str, disliked: bool = False) -> list[str]:
     """The phrases that may name items the user knows, up to the end of the clause: 'something like The Matrix,
-    but funnier' -> ['The Matrix,']; 'I loved Heat, Ronin and Toy Story' -> ['Heat, Ronin and Toy Story']."""
+    but funnier' -> ['The Matrix,']; 'I loved Heat, Ronin and Toy Story' -> ['Heat, Ronin and Toy Story'].
+    With `disliked`, the phrases that name items turned down instead: "they didn't like Shrek", "I hated Cats"."""
     spans = []
-    for match in _REFERENCE.finditer(said):
-        if _NOT_LIKED.search(said[: match.start()]):  # "they didn't like Shrek" names no favourite
-            continue
+    matches = [m for m in _REFERENCE.finditer(said) if bool(_NOT_LIKED.search(said[: m.start()])) == disliked]
+    if disliked:
+        matches += list(_HATED.finditer(said))
+    for match in matches:
         span = _SPAN_END.split(match["span"], maxsplit=1)[0].strip(" \"'")
-        if span and not _NOT_A_TITLE.match(span.lower()):
+        title_case = len(span.split()) > 1 and all(w[:1].isupper() for w in span.split()[:2])  # "When Harry ..."
+        if span and (title_case or not _NOT_A_TITLE.match(span.lower())):
             spans.append(span)
     return spans
 
 
-def referenced_items(said: str, find_title: Callable[[str], str | None]) -> list[str]:
-    """The ids of the catalog items the message names as references ("I loved Heat and Ronin" -> both). A span is
-    read as one title if it is one, else as a list (commas, "and", "or") up to the first part that is no title:
-    "The Matrix, mind-bending science fiction" names The Matrix only."""
+def referenced_items(said: str, find_title: Callable[[str], str | None], disliked: bool = False) -> list[str]:
+    """The ids of the catalog items the message names as references ("I loved Heat and Ronin" -> both), or with
+    `disliked` as turned down. A span is read as one title if it is one, else as a list (commas, "and", "or") up to
+    the first part that is no title: "The Matrix, mind-bending science fiction" names The Matrix only."""
     ids: list[str] = []
-    for span in reference_spans(said):
-        whole = find_title(span.strip(" ,"))
+    for span in reference_spans(said, disliked):
+        whole = find_title(span.strip(" ,")) or _title_at_start(span, find_title)
         found = [whole] if whole else []
         if not whole:
             for part in re.split(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+", span):
@@ -233,6 +238,19 @@ def referenced_items(said: str, find_title: Callable[[str], str | None]) -> list
                 found.append(item)
         ids += [i for i in found if i not in ids]
     return ids
+
+
+def _title_at_start(span: str, find_title: Callable[[str], str | None]) -> str | None:
+    """The longest title the span starts with, when the words after it are no title ("Toy Story for my kids" ->
+    Toy Story); None when a list of titles (a comma or "and") comes first."""
+    words = span.split()
+    if re.search(r",|\band\b|\bor\b|&", span):
+        return None
+    for n in range(len(words) - 1, 0, -1):
+        found = find_title(" ".join(words[:n]).strip(" ,"))
+        if found:
+            return found
+    return None
 
 
 def read_message(
@@ -250,6 +268,7 @@ def read_message(
         negations=negation_filters(said, fields),
         dropped=dropped_constraints(said, standing, fields, time_field),
         references=referenced_items(said, find_title) if find_title else [],
+        disliked=referenced_items(said, find_title, disliked=True) if find_title else [],
     )
 
 
@@ -329,7 +348,13 @@ invierno|winter; winter|winter; inverno|winter; fete|party; fiesta|party; feier|
 oficina|office; buro|office; ufficio|office; qui fait peur|scary; que da miedo|scary; che fa paura|scary;
 degli|of; della|of; dei|of; delle|of; du|of; von|of; aus|from; des annees|from the; de los anos|from the;
 den|the; dem|the; da|for;
-krimi|crime movie; krimis|crime movies
+krimi|crime movie; krimis|crime movies; borsetta|handbag; borsette|handbags; aventuras|adventure;
+aventura|adventure; aventure|adventure; aventures|adventure; abenteuer|adventure; avventura|adventure;
+avventure|adventure; toda|all; todo|all; toute|all; tutta|all; noventa|nineties; ochenta|eighties;
+setenta|seventies; sesenta|sixties; novanta|nineties; ottanta|eighties; settanta|seventies; sessanta|sixties;
+neunziger|nineties; achtziger|eighties; siebziger|seventies; sechziger|sixties; pero|but; mais|but; aber|but;
+que no sea de|that is not;
+que no sea|that is not; no sea de|not; no sea|not; che non sia|that is not; qui ne soit pas|that is not
 """
 FOREIGN: dict[str, str] = dict(
     (pair.split("|")[0].strip(), pair.split("|")[1].strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +27,15 @@ def percentile(values: list[float], q: float, digits: int = 3) -> float | None:
 def rate(passed: int, total: int) -> float | None:
     """passed / total, rounded to 3 places; None when there is nothing to count."""
     return round(passed / total, 3) if total else None
+
+
+def wilson_interval(passed: int, total: int, z: float = 1.96) -> list[float] | None:
+    """The 95% Wilson score interval of a rate [low, high], rounded to 3 places; None when there is nothing to
+    count. Unlike the normal approximation it stays inside [0, 1] and is honest for small n (10 of 10 is not
+    [1, 1])."""
+    if not total:
+        return None
+    p = passed / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return [round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)]

@@ -31,7 +31,7 @@ from recagent.tools.errors import AudioError, ConfigError
 from recagent.tools.settings import Settings
 from recagent.tools.text import plain_words, strip_year
 
-from .common import percentile, rate
+from .common import percentile, rate, wilson_interval
 from .recording import Transcripts, recorded_run, start_recording
 
 MODES = ("text", "voice", "image")
@@ -320,6 +320,7 @@ def summarise_mode(dialogues: list[dict], max_turns: int) -> dict:
         "n": len(dialogues),
         "successes": len(found),
         "success_rate": rate(len(found), len(dialogues)),
+        "success_ci95": wilson_interval(len(found), len(dialogues)),
         "mean_turns_success": round(float(np.mean(found)), 2) if found else None,
         "mean_turns": round(float(np.mean([d["success_turn"] or len(d["turns"]) for d in dialogues])), 2)
         if dialogues
@@ -340,7 +341,12 @@ def format_simulation(figures: dict) -> str:
     ]
     for mode, m in figures["modes"].items():
         lines.append(
-            f"  {mode:6} success {m['success_rate']:.0%} ({m['successes']}/{m['n']}), mean turns to success "
+            f"  {mode:6} success {m['success_rate']:.0%} ({m['successes']}/{m['n']}; 95% CI "
+            f"{_percent_range(m.get('success_ci95'))}), mean turns to success "
             f"{m['mean_turns_success']}, turn p50 {m['latency_p50']} s"
         )
     return "\n".join(lines)
+
+
+def _percent_range(interval: list[float] | None) -> str:
+    return f"{interval[0]:.0%}-{interval[1]:.0%}" if interval else "-"

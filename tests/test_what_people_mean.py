@@ -108,7 +108,7 @@ def test_code_plans_the_turns_it_can_read_whole_and_the_planner_the_rest(setting
     """With code plans on (the default), a description and a pure refinement need only the writer: one LLM call a
     turn, none of them the planner's; a question goes to the planner."""
     llm = ScriptedLLM(
-        ["Nineties heists.", "Newer.", "No comedies."]
+        ["Nineties heists.", "Newer.", "No comedies.", "Horror."]
         + [call("item_details", title="Jaws"), call("search_catalog", query="shark", filters=[]), "Sharks."]
     )
     agent = Agent(llm, "movies", settings)
@@ -123,6 +123,10 @@ def test_code_plans_the_turns_it_can_read_whole_and_the_planner_the_rest(setting
     assert min(years(newer.items)) > max(years(nineties.items))
     funny = agent.turn(conv, "no comedies")
     assert funny.items and not [i for i in funny.items if "Comedy" in i["genres"]]
+    horror = agent.turn(conv, "let's switch to horror films")  # starts over; "no comedies" still holds
+    assert [(c.name, c.planner) for c in horror.tool_calls] == [("search_catalog", "code")]
+    assert all("Horror" in i["genres"] and "Comedy" not in i["genres"] for i in horror.items), horror.items
+    assert conv.constraints == ["genres=Horror", "genres!=Comedy"]
     asked = agent.turn(agent.new_conversation(), "who directed Jaws?")
     assert [(c.name, c.planner) for c in asked.tool_calls] == [("item_details", "llm"), ("search_catalog", "llm")]
-    assert len(llm.calls) == 6 and not llm.script  # 3 writers; then the planner twice and the writer
+    assert len(llm.calls) == 7 and not llm.script  # 4 writers; then the planner twice and the writer

@@ -372,6 +372,9 @@ class CatalogProfile:
     # ("now a watch") is a new search, which the planner decides.
     facets: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
+    # Standing negations ("no musicals") hold in every later search of the conversation until taken back; so do the
+    # positive constraints on these fields ("for men"), unless the new request names another value.
+    persist: tuple[str, ...] = ()
 
 
 PROFILES = {
@@ -381,6 +384,7 @@ PROFILES = {
         reason_phrase_needs="articleType",
         facets=("gender", "masterCategory", "subCategory", "articleType", "baseColour"),
         kinds=("masterCategory", "subCategory", "articleType"),
+        persist=("gender",),
     ),
 }
 

@@ -82,6 +82,34 @@ def parse_where(expressions: Iterable[str], fields: dict) -> dict | None:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def matches(meta: dict, where: dict | None) -> bool:
+    """Whether an item's metadata passes a `where` from parse_where, as Chroma would decide it (the ranking head
+    filters the whole catalog in memory with this)."""
+    if not where:
+        return True
+    if "$and" in where:
+        return all(matches(meta, part) for part in where["$and"])
+    [(key, cond)] = where.items()
+    value = meta.get(key)
+    (op, want), *_ = cond.items() if isinstance(cond, dict) else [("$eq", cond)]
+    if op in ("$contains", "$not_contains"):
+        found = want in value if isinstance(value, list) else want in str(value or "").split("|")
+        return found == (op == "$contains")
+    if value is None:
+        return op == "$ne"
+    try:
+        return {
+            "$eq": value == want,
+            "$ne": value != want,
+            "$gte": value >= want,
+            "$lte": value <= want,
+            "$gt": value > want,
+            "$lt": value < want,
+        }[op]
+    except TypeError:  # a number compared with text: the item's field is malformed, so it does not pass
+        return False
+
+
 def where_fields(where: dict | None) -> set[str]:
     """The metadata fields a Chroma `where` names ({"$and": [{"baseColour": "Black"}, ...]} too)."""
     if not where:

@@ -225,7 +225,7 @@ def resolve_model(name: str, settings: Settings | None = None) -> str:
 # ---- lazily loaded, shared heavy models -------------------------------------------------------
 
 _loaded: dict[tuple, object] = {}
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()  # reentrant: a loader may need another shared object (known_words -> text_embedder)
 
 
 def shared(key: tuple, load: Callable[[], T]) -> T:
@@ -260,14 +260,12 @@ def text_embedder(settings: Settings | None = None) -> SentenceTransformer:
 def known_words(settings: Settings | None = None) -> set[str]:
     """The whole English words of the text embedder's vocabulary (about 20,000), lower case: what needs no typo
     correction."""
-    global _KNOWN_WORDS
-    if _KNOWN_WORDS is None:
+
+    def load() -> set[str]:
         vocab = text_embedder(settings).tokenizer.get_vocab()
-        _KNOWN_WORDS = {w for w in vocab if w.isalpha() and w.islower()}
-    return _KNOWN_WORDS
+        return {w for w in vocab if w.isalpha() and w.islower()}
 
-
-_KNOWN_WORDS: set[str] | None = None
+    return shared(("known-words", resolve_model("text-embedder", settings)), load)
 
 
 def embed_texts(texts: list[str], settings: Settings | None = None, batch_size: int = 64) -> np.ndarray:

@@ -89,7 +89,7 @@ def _say_recorded(recording: str | None) -> None:
 @click.option(
     "--family",
     "families",
-    help="Only these families, comma-separated (basic, refinement, negation, vague, voice, image, adversarial).",
+    help=f"Only these families, comma-separated ({', '.join(dialogues.FAMILIES)}).",
 )
 @click.option("--limit", type=int, help="Only the first N scripts (after --family).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every turn and the figures here.")

@@ -7,6 +7,7 @@ from recagent.tools.filters import (
     Filter,
     constraint_key,
     field_name,
+    matches,
     merge_constraints,
     parse_filter,
     parse_where,
@@ -69,3 +70,13 @@ def test_a_new_constraint_replaces_the_old_one_on_the_same_field_and_operator():
     assert merge_constraints(["genre!=Horror"], ["genres!=horror"]) == ["genres!=horror"]
     assert merge_constraints(["year>1980"], ["year<1990"]) == ["year>1980", "year<1990"]
     assert constraint_key("genres!=Horror") == ("genre", "!=", "horror") and constraint_key("junk") == ("junk", "", "")
+
+
+def test_matches_decides_a_where_in_memory_as_the_store_does():
+    item = {"genres": ["Comedy", "Horror"], "year": 1995, "baseColour": "Red"}
+    where = parse_where(["genre=Comedy", "year=1990..1999", "colour!=Navy Blue"], FIELDS)
+    assert matches(item, where) and matches(item, None)
+    assert not matches(item, parse_where(["genre!=Horror"], FIELDS))
+    assert not matches(item, parse_where(["year>=2000"], FIELDS))
+    assert not matches({"genres": ["Comedy"]}, parse_where(["year<2000"], FIELDS))  # no year: no pass
+    assert matches({"genres": ["Comedy"]}, parse_where(["colour!=Red"], FIELDS))  # nothing to differ from

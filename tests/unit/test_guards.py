@@ -36,6 +36,8 @@ def test_rejections_need_a_negative_word_and_come_from_the_words_when_the_planne
     assert rejected_positions("I don't like the last one", [], 5) == [5]
     assert rejected_positions("something older", [1], 5) == []  # copied from the example: no negative word
     assert rejected_positions("no, not the third", [3, 9], 5) == [3]  # out of range dropped
+    assert rejected_positions("not the first two", [], 5) == [1, 2]
+    assert rejected_positions("I've seen the last three", [], 5) == [3, 4, 5]
 
 
 def test_allowed_filters_keep_what_was_asked_for_or_already_stands():
@@ -50,5 +52,7 @@ def test_allowed_filters_keep_what_was_asked_for_or_already_stands():
     ]
     good, _ = allowed_filters(["year<1970"], "another one", FIELDS, standing=["year<1970"])
     assert good == ["year<1970"]  # a standing constraint holds without being said again
+    good, _ = allowed_filters(["genre!=Horror"], "I've seen it", FIELDS, standing=["genres!=Horror"])
+    assert good == ["genre!=Horror"]  # the planner's spelling of a standing constraint still stands
     good, _ = allowed_filters([], "like this but in black", FIELDS, standing=[], photo_turn=True)
     assert good == ["baseColour=Black"]

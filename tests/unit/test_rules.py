@@ -23,11 +23,18 @@ FASHION = {
 }
 
 
+ENGLISH = set(
+    "scary shark funny animated kids heist comedy dinosaurs science fiction action watch men tell jaws die hard "
+    "funnier directed romantic set new york rainy day".split()
+)
+
+
 def plan(text, catalog="movies", follow_up=False, titles=()):
     fields = MOVIES if catalog == "movies" else FASHION
     profile = catalog_profile(catalog)
     reading = read_message(text, fields, [], [1990, 1995] if follow_up else [])
-    return code_plan(text, reading, list(titles), follow_up, fields, profile.facets, profile.kinds)
+    known = ENGLISH.__contains__
+    return code_plan(text, reading, list(titles), follow_up, fields, profile.facets, profile.kinds, known, profile.noun)
 
 
 @pytest.mark.parametrize(
@@ -69,17 +76,23 @@ def test_fashion_values_are_named_on_the_most_specific_field_longest_first():
 
 
 @pytest.mark.parametrize(
+    "text", ["hi", "qwzx blorp fnargle 42", "can you recommend something?", "I need something to wear"]
+)
+def test_a_message_with_nothing_to_search_for_gets_a_question(text):
+    found = plan(text)
+    assert found["tool"] == "ask_user" and "What kind of movie" in found["args"]["question"]
+
+
+@pytest.mark.parametrize(
     "text",
     [
-        "hi",
-        "can you recommend something?",
-        "I need something to wear",
         "Tell me about Jaws, and then recommend something similar",
         "Die Hard, but funnier",
+        "who directed the shark movie?",
         "a romantic comedy set in New York",  # a name: maybe a title, the planner reads it
     ],
 )
-def test_vague_messages_questions_and_names_go_to_the_planner(text):
+def test_questions_and_names_go_to_the_planner(text):
     assert plan(text) is None
 
 
@@ -111,13 +124,19 @@ def test_a_follow_up_that_only_refines_is_a_refinement(text, filters):
     [
         ("I've seen Ghostbusters and Airplane, what else?", "movies"),
         ("they didn't like Shrek, show me different ones", "movies"),
-        ("now something for a rainy day", "movies"),
-        ("let's switch to a light comedy, no romance", "movies"),
-        ("now a watch to go with them", "fashion"),  # a new kind of item: a new search
+        ("something funnier", "movies"),  # a refinement or a new search: only the LLM can tell
     ],
 )
 def test_a_follow_up_that_says_something_new_goes_to_the_planner(text, catalog):
     assert plan(text, catalog, follow_up=True) is None
+
+
+def test_a_follow_up_that_starts_over_is_a_new_search():
+    comedy = plan("let's switch to a light comedy, no romance", follow_up=True)
+    assert comedy == {"tool": "search_catalog", "args": {"query": "switch light comedy", "filters": ["genres=Comedy"]}}
+    assert plan("now something for a rainy day", follow_up=True)["args"] == {"query": "rainy day", "filters": []}
+    watch = plan("now a watch to go with them", "fashion", follow_up=True)
+    assert watch["tool"] == "search_catalog" and watch["args"]["filters"] == ["articleType=Watches"]
 
 
 def test_colours_in_a_follow_up_refine():

@@ -104,6 +104,8 @@ def test_references_are_the_titles_after_like_loved_and_similar_to():
     assert reference_spans("I'd like a comedy") == []
     assert reference_spans("I would like something funny") == []
     assert reference_spans("I like horror movies") == []
+    assert reference_spans("I loved When Harry Met Sally and Notting Hill") == ["When Harry Met Sally and Notting Hill"]
+    assert reference_spans("I like when things explode") == []
 
 
 def test_referenced_items_resolve_each_title_and_split_lists():
@@ -117,6 +119,12 @@ def test_referenced_items_resolve_each_title_and_split_lists():
     assert referenced_items("I loved Heat, Ronin and Toy Story", find_title) == ["6", "2058", "1"]
     assert referenced_items("something like a dream", find_title) == []
     assert referenced_items("like Heat, a crime epic, and Ronin", find_title) == ["6"]  # up to the first non-title
+    assert referenced_items("something like Toy Story for my kids", find_title) == ["1"]  # the title it starts with
+    assert referenced_items("they didn't like Toy Story", find_title) == []  # not a favourite
+    assert referenced_items("I never liked Heat", find_title) == []
+    assert referenced_items("they didn't like Toy Story, show me others", find_title, disliked=True) == ["1"]
+    assert referenced_items("I hated Heat and Ronin", find_title, disliked=True) == ["6", "2058"]
+    assert referenced_items("I loved Heat", find_title, disliked=True) == []
 
 
 def test_read_message_puts_it_together():
@@ -146,6 +154,8 @@ def test_sentences_that_instruct_the_assistant_are_left_out():
         ("Cerco un film horror degli anni 80", "i am looking for a movie horror of 80s"),
         ("Quiero zapatillas negras para mujer", "i want sports shoes black for women"),
         ("Ein Krimi aus den 90er Jahren", "a crime movie from the 90s"),
+        ("Quiero una comedia romántica de los años noventa", "i want a comedy romantic from the nineties"),
+        ("Una película de aventuras, pero que no sea de animación", "a movie of adventure but that is not animation"),
         ("a comedy for my kids please", "a comedy for my kids please"),  # English stays as it was
         ("Das Boot", "Das Boot"),  # a title, not a request in German
     ],
