@@ -55,7 +55,8 @@ def code_plan(
     tokens = [w for w in plain_words(without_read_phrases(text, fields).replace("-", "")).split() if w not in titled]
     named, used = named_filters(tokens, fields, facets)
     rest = [w for n, w in enumerate(tokens) if n not in used and w not in FILLER]
-    vague = not named and not reading.references and not any(map(known, rest))
+    # nothing named, and at most half of the other words are words at all ("qwzx blorp fnargle 42")
+    vague = not named and not reading.references and sum(map(known, rest)) * 2 <= len(rest)
     if has_last_search:
         if _NEW_SEARCH.search(text.lower()) and not vague and not has_name(text, titled):
             has_last_search = False  # "let's switch to a light comedy": a new search, planned below

@@ -119,8 +119,11 @@ def _turn_record(n: int, turn: Turn, text: str, reply: Reply, checks: list[dict]
         "clarifying": reply.clarifying,
         "error": reply.error,
         "removed_mentions": reply.removed_mentions,
-        "tool_calls": [{"name": c.name, "arguments": c.arguments, "error": c.error} for c in reply.tool_calls],
+        "tool_calls": [
+            {"name": c.name, "arguments": c.arguments, "error": c.error, "planner": c.planner} for c in reply.tool_calls
+        ],
         "timings": reply.timings,
+        "tokens": reply.tokens,
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
     }
