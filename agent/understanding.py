@@ -349,6 +349,8 @@ oficina|office; buro|office; ufficio|office; qui fait peur|scary; que da miedo|s
 degli|of; della|of; dei|of; delle|of; du|of; von|of; aus|from; des annees|from the; de los anos|from the;
 den|the; dem|the; da|for;
 krimi|crime movie; krimis|crime movies; borsetta|handbag; borsette|handbags; aventuras|adventure;
+uber|about; sobre|about; sur|about; ausserirdische|aliens; ausserirdischen|aliens; extraterrestre|alien;
+extraterrestres|aliens; alieni|aliens;
 aventura|adventure; aventure|adventure; aventures|adventure; abenteuer|adventure; avventura|adventure;
 avventure|adventure; toda|all; todo|all; toute|all; tutta|all; noventa|nineties; ochenta|eighties;
 setenta|seventies; sesenta|sixties; novanta|nineties; ottanta|eighties; settanta|seventies; sessanta|sixties;
@@ -374,7 +376,8 @@ def to_english(said: str) -> str:
     """A request in French, Spanish, German or Italian, word for word in English ("Busco un reloj para hombre" ->
     "i am looking for a watch for men"); an English message as it was."""
     words = plain_words(said).split()
-    foreign = sum(w in _FOREIGN_MARKERS for w in words)
+    # articles and prepositions, and the longer words of the lexicon that are no English words ("sportschuhe")
+    foreign = sum(w in _FOREIGN_MARKERS or (len(w) >= 5 and FOREIGN.get(w, w) != w) for w in words)
     english = sum(w in _ENGLISH_MARKERS for w in words)
     if foreign < 2 or english > foreign:
         return said

@@ -22,12 +22,35 @@ _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def writer_messages(request: str, items: list[Ranked]) -> list[dict]:
-    """The writer's prompt: the request and the titles only (prompt tokens are the slow part on a CPU)."""
+def writer_messages(request: str, items: list[Ranked], profile: CatalogProfile | None = None) -> list[dict]:
+    """The writer's prompt: the request and what the picks have in common, not their titles: a small model shown
+    the titles lists them ("Try Jaws, Scary Movie, Poltergeist, ...") however it is told. Short, too: prompt
+    tokens are the slow part on a CPU."""
+    profile = profile or CatalogProfile()
+    traits = shared_traits(items, profile.traits)
     return [
         {"role": "system", "content": load_prompt("reply")},
-        {"role": "user", "content": f"Request: {request}\nPicks: " + "; ".join(r.title for r in items)},
+        {"role": "user", "content": f"Request: {request}\nPicks: {len(items)} {profile.noun}s; {traits}"},
     ]
+
+
+def shared_traits(items: list[Ranked], fields: tuple[str, ...] = CatalogProfile.traits) -> str:
+    """What the picks have in common, from their own fields (the catalog profile's `traits`): 'genres: comedy (5),
+    romance (2); years 1986-1989'."""
+    parts = []
+    for field in (f for f in fields if f != "year"):
+        counts: dict[str, int] = {}
+        for r in items:
+            value = r.metadata.get(field)
+            for v in value if isinstance(value, list) else [value] if value else []:
+                counts[str(v)] = counts.get(str(v), 0) + 1
+        common = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        if common:
+            parts.append(f"{field}: " + ", ".join(f"{v.lower()} ({n})" for v, n in common))
+    years = sorted(y for r in items if "year" in fields and isinstance(y := r.metadata.get("year"), int) and y > 1800)
+    if years:
+        parts.append(f"years {years[0]}-{years[-1]}" if years[0] != years[-1] else f"year {years[0]}")
+    return "; ".join(parts) or "from the catalog"
 
 
 class GroundedStream:
@@ -85,7 +108,7 @@ def write_intro(
     `complete` is the LLM's complete method."""
     allowed = {title_key(r.title) for r in items} | {title_key(view.title(i)) for i in allowed_ids if i in view.meta}
     stream = GroundedStream(allowed, view.by_title, emit, listed=[title_key(r.title) for r in items])
-    complete(writer_messages(request, items), max_tokens=WRITER_TOKENS, on_token=stream.add)
+    complete(writer_messages(request, items, view.profile), max_tokens=WRITER_TOKENS, on_token=stream.add)
     intro = stream.close()
     if not intro:
         intro = FALLBACK_INTRO

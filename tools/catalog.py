@@ -375,6 +375,8 @@ class CatalogProfile:
     # Standing negations ("no musicals") hold in every later search of the conversation until taken back; so do the
     # positive constraints on these fields ("for men"), unless the new request names another value.
     persist: tuple[str, ...] = ()
+    # What the reply writer is told the picks share, instead of their titles (agent/writer.py: shared_traits)
+    traits: tuple[str, ...] = ("genres", "articleType", "baseColour", "gender", "usage", "year")
 
 
 PROFILES = {
@@ -385,6 +387,7 @@ PROFILES = {
         facets=("gender", "masterCategory", "subCategory", "articleType", "baseColour"),
         kinds=("masterCategory", "subCategory", "articleType"),
         persist=("gender",),
+        traits=("articleType", "baseColour", "gender", "usage"),  # a product's year is when it was listed
     ),
 }
 

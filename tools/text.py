@@ -23,6 +23,7 @@ def title_year(title: str) -> int | None:
 def plain_words(text: str, drop: str = "") -> str:
     """Lower case, accents dropped, the characters in `drop` removed, every other mark a space, single spaces:
     plain_words("Don't stop!") -> "don t stop"; plain_words("T-Shirts", drop="-") -> "tshirts"; "Amélie" -> "amelie"."""
+    text = text.replace("ß", "ss")  # German: "außerirdische" -> "ausserirdische", not "au erirdische"
     text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch)).lower()
     for ch in drop:
         text = text.replace(ch, "")

@@ -17,6 +17,7 @@ def test_year_and_plain_words():
     assert title_year("Heat (1995)") == 1995 and title_year("Heat") is None
     assert plain_words("Don't STOP, now!") == "don t stop now"
     assert plain_words("Don't stop", drop="'") == "dont stop"
+    assert plain_words("Außerirdische") == "ausserirdische"
     assert plain_words("T-Shirts", drop="-") == "tshirts"
 
 

@@ -156,7 +156,9 @@ def test_sentences_that_instruct_the_assistant_are_left_out():
         ("Ein Krimi aus den 90er Jahren", "a crime movie from the 90s"),
         ("Quiero una comedia romántica de los años noventa", "i want a comedy romantic from the nineties"),
         ("Una película de aventuras, pero que no sea de animación", "a movie of adventure but that is not animation"),
+        ("Schwarze Sportschuhe für Herren", "black sports shoes for men"),
         ("a comedy for my kids please", "a comedy for my kids please"),  # English stays as it was
+        ("a film like La La Land", "a film like La La Land"),
         ("Das Boot", "Das Boot"),  # a title, not a request in German
     ],
 )

@@ -1,6 +1,15 @@
 """Writing the reply: sentence grounding, streaming, and the reason line from an item's own fields."""
 
-from recagent.agent.writer import GroundedStream, ground_text, item_list, named_titles, reason, shown_tags
+from recagent.agent.writer import (
+    GroundedStream,
+    ground_text,
+    item_list,
+    named_titles,
+    reason,
+    shared_traits,
+    shown_tags,
+    writer_messages,
+)
 from recagent.tools.catalog import PROFILES, CatalogProfile
 from recagent.tools.ranking.simple import Ranked
 from recagent.tools.text import title_key
@@ -86,3 +95,28 @@ def test_user_written_tags_that_are_markup_links_or_instructions_are_not_shown()
     profile = PROFILES["movies"]
     line = reason({"genres": ["Horror"], "tags": tags}, profile)
     assert line == "horror; known for shark, Steven Spielberg, sci-fi"
+
+
+def test_the_writer_is_told_what_the_picks_share_and_never_their_titles():
+    items = [
+        Ranked("1", "Heathers (1989)", 1.0, {"genres": ["Comedy"], "year": 1989}, 0.5),
+        Ranked("2", "Roxanne (1987)", 0.9, {"genres": ["Comedy", "Romance"], "year": 1987}, 0.5),
+        Ranked("3", "Back to School (1986)", 0.8, {"genres": ["Comedy"], "year": 1986}, 0.5),
+    ]
+    assert shared_traits(items) == "genres: comedy (3), romance (1); years 1986-1989"
+    prompt = writer_messages("a funny movie from the 80s", items, PROFILES["movies"])[-1]["content"]
+    assert (
+        prompt
+        == "Request: a funny movie from the 80s\nPicks: 3 movies; genres: comedy (3), romance (1); years 1986-1989"
+    )
+    assert not any(name in prompt for name in ("Heathers", "Roxanne", "Back to School"))
+    shoes = [
+        Ranked(
+            "9",
+            "Puma Men White Shoes",
+            1.0,
+            {"articleType": "Casual Shoes", "baseColour": "White", "gender": "Men"},
+            0.5,
+        )
+    ]
+    assert shared_traits(shoes) == "articleType: casual shoes (1); baseColour: white (1); gender: men (1)"
