@@ -1,6 +1,7 @@
 """Turns that plain code plans without the LLM: a request that only describes what the user wants (or starts over:
 "let's switch to a light comedy"), a follow-up that only changes the time, turns something down, takes a
-constraint back or rejects shown items, and a message with nothing to search for yet ("hi"), which gets a question.
+constraint back, rejects shown items or turns the list down and says more ("none of those; it is set in space"),
+and a message with nothing to search for yet ("hi"), which gets a question.
 
 The 1.5B planner costs 2 to 4 s a turn on a laptop CPU (its answer is 30 tokens of JSON) and, on these turns,
 only copies the user's words into a query and the filters that code reads anyway (understanding.py). Every other
@@ -29,6 +30,7 @@ FILLER = set(
     really kind sort type stuff items item thing things movie movies film films can could let lets do does did
     don dont didn didnt t s d ll ve re m not no seen watched already have has had
     recommend recommendation recommendations suggest suggestion wear watch tonight today bored hi hello hey
+    either neither none nope nor quite think came comes out released made
     first second third fourth fifth last two three 1st 2nd 3rd 4th 5th
     """.split()
 )
@@ -57,10 +59,14 @@ def code_plan(
     rest = [w for n, w in enumerate(tokens) if n not in used and w not in FILLER]
     # nothing named, and at most half of the other words are words at all ("qwzx blorp fnargle 42")
     vague = not named and not reading.references and sum(map(known, rest)) * 2 <= len(rest)
+    changes_kind = any(f.split("=")[0] in kinds for f in named)
     if has_last_search:
         if _NEW_SEARCH.search(text.lower()) and not vague and not has_name(text, titled):
             has_last_search = False  # "let's switch to a light comedy": a new search, planned below
-        elif rest or any(f.split("=")[0] in kinds for f in named):  # says something new: the planner decides
+        elif rest and _NOT_THESE.match(text.strip().lower()) and not has_name(text, titled) and not changes_kind:
+            # "None of those. It's from the 1990s, something with the holocaust": the same request, told more
+            return {"tool": "refine_last", "args": {"filters": named, "reject": [], "words": " ".join(rest)}}
+        elif rest or changes_kind:  # says something new: the planner decides
             return None
         else:
             return {"tool": "refine_last", "args": {"filters": named, "reject": []}}
@@ -72,6 +78,11 @@ def code_plan(
     return {"tool": "search_catalog", "args": {"query": query, "filters": named}}
 
 
+# A follow-up that turns the whole list down: "None of those.", "Not these either", "Still not it", "No, none of them"
+_NOT_THESE = re.compile(
+    r"^(?:no[,.!]?\s+|nope[,.!]?\s+)?(?:none of (?:those|these|them)|not (?:those|these|them|it|quite)|still not|"
+    r"neither|nothing (?:there|here))\b"
+)
 # A follow-up that starts over: "let's switch to a light comedy", "now a watch to go with them", "change completely"
 _NEW_SEARCH = re.compile(
     r"\b(?:switch|change|let'?s try|how about|what about|now (?:a|an|some|something)|something (?:else|different) "

@@ -125,8 +125,10 @@ class CatalogTools:
         vector = self.view.vectors(ids).mean(axis=0)
         return self._retrieve(vector=vector / (np.linalg.norm(vector) or 1.0), filters=filters or [], also_exclude=ids)
 
-    def refine_last(self, filters: list[str] | None = None, reject: list[int] | None = None) -> ToolResult:
-        """Redo the last search with added filters ("older": year<N, "no horror": genre!=Horror) and without the items the user turned down (reject: their 1-based positions in the last list)."""  # noqa: E501
+    def refine_last(
+        self, filters: list[str] | None = None, reject: list[int] | None = None, words: str | None = None
+    ) -> ToolResult:
+        """Redo the last search with added filters ("older": year<N, "no horror": genre!=Horror), without the items the user turned down (reject: their 1-based positions in the last list), and with words the user adds about what they want."""  # noqa: E501
         last = self.conversation.last_search
         if not last:
             raise ToolError("there is no earlier search to refine; use search_catalog")
@@ -137,7 +139,10 @@ class CatalogTools:
         if last.get("like") and not self.reading.references:
             self.reading = replace(self.reading, references=list(last["like"]))
         merged = merge_constraints(self.conversation.constraints, [f for f in filters or [] if isinstance(f, str)])
-        return getattr(self, last["tool"])(**last["args"], filters=merged)
+        args = dict(last["args"])
+        if words and isinstance(words, str) and "query" in args:  # "none of those; it is set in space"
+            args["query"] = f"{args['query']} {words.strip()}".strip()
+        return getattr(self, last["tool"])(**args, filters=merged)
 
     def item_details(self, title: str) -> ToolResult:
         """Details of one item, found by its title."""

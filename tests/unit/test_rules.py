@@ -147,3 +147,10 @@ def test_names_are_capitalised_words_inside_a_sentence():
     assert has_name("Tell me about Jaws") and has_name("so. I liked it, Heat too")
     assert not has_name("I want a movie. Something scary") and not has_name("I'm bored")
     assert not has_name("like The Matrix", {"the", "matrix"})
+
+
+def test_a_list_turned_down_with_more_said_is_the_same_search_told_more():
+    found = plan("None of those. It's from the 1990s. Something with holocaust. Think bittersweet.", follow_up=True)
+    assert found == {"tool": "refine_last", "args": {"filters": [], "reject": [], "words": "holocaust bittersweet"}}
+    assert plan("Not those either. It is also a comedy.", follow_up=True)["args"]["filters"] == ["genres=Comedy"]
+    assert plan("No, none of these. Something like Heat with Al Pacino", follow_up=True) is None  # names: the planner
