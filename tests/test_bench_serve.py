@@ -58,7 +58,8 @@ def test_bench_serve_scripted_two_users(env, tmp_path, movies_index):
     out = tmp_path / "bench.json"
     cmd = [RECAGENT, "bench", "serve", "--llm", "scripted", "--users", "1,2", "--turns", "2", "--min-turns", "2"]
     cmd += ["--dialogues", str(folder), "--overhead-turns", "4", "--label", "ci", "--json", str(out)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # Every turn asks the scripted LLM as planner and writer (code plans off), so its calls can be counted
+    done = subprocess.run(cmd, env={**env, "RECAGENT_CODE_PLANS": "0"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| ci | 2 | 4/4 |" in done.stdout and "service overhead" in done.stdout
 
