@@ -154,10 +154,59 @@ def fashion_requests(data: Path, n: int = 50, seed: int = 0) -> list[dict]:
     return requests
 
 
-def speak(text: str, wav: Path) -> Path:
-    """Speak text with espeak-ng (140 words a minute, as the tests do) into a 16 kHz mono wav."""
+# Requests in the other languages recagent reads (agent/understanding.py), as people type them to a recommender.
+OTHER_LANGUAGES = {
+    "fr": [
+        "Je cherche un film d'horreur des années quatre-vingt",
+        "Un film d'animation pour mes enfants",
+        "Je voudrais une comédie romantique",
+        "Des chaussures de sport blanches pour femme",
+        "Un sac à main noir pour femme",
+        "Une montre pour homme",
+        "Un film de guerre, pas trop violent",
+        "Quelque chose de drôle pour ce soir",
+    ],
+    "es": [
+        "Quiero una comedia romántica de los años noventa",
+        "Busco un reloj para hombre",
+        "Una película de aventuras para toda la familia",
+        "Zapatillas negras para mujer",
+        "Una película de miedo sobre un tiburón",
+        "Busco una camisa azul para hombre",
+        "Una película de ciencia ficción sobre el espacio",
+        "Algo divertido para ver esta noche",
+    ],
+    "de": [
+        "Ich suche einen Science-Fiction-Film über Außerirdische",
+        "Schwarze Sportschuhe für Herren",
+        "Ein lustiger Film für Kinder",
+        "Ein Krimi aus den neunziger Jahren",
+        "Eine Handtasche für Damen, aber nicht schwarz",
+        "Ein Kriegsfilm über Soldaten",
+        "Ich möchte einen romantischen Film",
+        "Ein weißes Hemd für Herren",
+    ],
+    "it": [
+        "Vorrei un film spaventoso su uno squalo",
+        "Una borsetta marrone da donna",
+        "Cerco un film di animazione per bambini",
+        "Una commedia divertente per stasera",
+        "Scarpe da ginnastica bianche per uomo",
+        "Un film di fantascienza degli anni ottanta",
+        "Un orologio nero per uomo",
+        "Un film romantico da vedere insieme",
+    ],
+}
+
+
+def speak(text: str, wav: Path, voice_name: str = "en") -> Path:
+    """Speak text with espeak-ng (140 words a minute, as the tests do; `voice_name`: its language) into a 16 kHz
+    mono wav."""
     voice = subprocess.run(
-        ["espeak-ng", "-s", "140", "--stdout", "--stdin"], input=text.encode(), capture_output=True, check=True
+        ["espeak-ng", "-v", voice_name, "-s", "140", "--stdout", "--stdin"],
+        input=text.encode(),
+        capture_output=True,
+        check=True,
     ).stdout
     subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", str(wav)], input=voice, check=True)
     return wav
@@ -210,12 +259,17 @@ def _movies_index(settings: Settings) -> CatalogIndex:
 
 
 VOCABULARY_CHOICES = ("both", "on", "off")
-SETS = ("movies", "fashion")
+LANGUAGE_CHOICES = ("en", "auto", "both")
+CATALOG_SETS = ("movies", "fashion")
+SETS = CATALOG_SETS + tuple(OTHER_LANGUAGES)
 
 
-def _configs(models: Sequence[str], backends: Sequence[str], float32: bool, vocabulary: str = "off") -> list[dict]:
+def _configs(
+    models: Sequence[str], backends: Sequence[str], float32: bool, vocabulary: str = "off", language: str = "en"
+) -> list[dict]:
     """Every backend x model (x float32), each without the catalog vocabulary (decoded as before it), with it
-    (`tools/speech.py`: then without timestamp tokens), or both side by side."""
+    (`tools/speech.py`: then without timestamp tokens), or both side by side; and heard as English (as before) or
+    in the language detected among those recagent reads (`auto`), or both."""
     configs: list[dict] = [
         {"backend": b, "model": m, "compute_type": "int8" if b == "faster-whisper" else "float32"}
         for m in models
@@ -224,12 +278,14 @@ def _configs(models: Sequence[str], backends: Sequence[str], float32: bool, voca
     if float32 and "faster-whisper" in backends:  # shows whether the int8 weights explain any disagreement
         configs += [{"backend": "faster-whisper", "model": m, "compute_type": "float32"} for m in models]
     variants = {"off": [False], "on": [True], "both": [False, True]}[vocabulary]
-    configs = [{**c, "vocabulary": v} for c in configs for v in variants]
+    languages = {"en": ["en"], "auto": ["auto"], "both": ["en", "auto"]}[language]
+    configs = [{**c, "vocabulary": v, "language": lang} for c in configs for v in variants for lang in languages]
     for c in configs:
         c["name"] = (
             f"{c['backend']} {c['model']}"
             + (" float32" if c["backend"] == "faster-whisper" and c["compute_type"] == "float32" else "")
             + (" +vocabulary" if c["vocabulary"] else "")
+            + (" +auto language" if c["language"] == "auto" else "")
         )
     return configs
 
@@ -256,25 +312,35 @@ def run_voice_eval(
     repeats: int = 1,
     sets: Sequence[str] = ("movies",),
     vocabulary: str = "off",
+    language: str = "en",
 ) -> dict:
     """Measure every backend x model on N spoken requests of each set (movies: ReDial seeker turns; fashion:
     requests made from products' fields), without and/or with the catalog's vocabulary (`vocabulary`: off, on,
     both); print the table and return the figures. Retrieval (overlap, Recall@10) is measured on movie turns."""
     data = settings.require_data()
     unknown = set(sets) - set(SETS)
-    if unknown or vocabulary not in VOCABULARY_CHOICES:
-        raise ValueError(f"sets are {', '.join(SETS)}; vocabulary is one of {', '.join(VOCABULARY_CHOICES)}")
-    turns = []
+    if unknown or vocabulary not in VOCABULARY_CHOICES or language not in LANGUAGE_CHOICES:
+        raise ValueError(
+            f"sets are {', '.join(SETS)}; vocabulary is one of {', '.join(VOCABULARY_CHOICES)}; language one of "
+            f"{', '.join(LANGUAGE_CHOICES)}"
+        )
+    turns: list[dict] = []
     for name in sets:
-        chosen = seeker_turns(data, n, seed) if name == "movies" else fashion_requests(data, n, seed)
+        if name in OTHER_LANGUAGES:  # a fixed list, spoken by espeak-ng's voice of that language
+            chosen = [
+                {"conversation": name, "message": str(i), "text": text, "espeak_voice": name}
+                for i, text in enumerate(OTHER_LANGUAGES[name][:n])
+            ]
+        else:
+            chosen = seeker_turns(data, n, seed) if name == "movies" else fashion_requests(data, n, seed)
         turns += [{**t, "set": name} for t in chosen]
     index = _movies_index(settings) if "movies" in sets else None
-    prompts = {name: speech.catalog_vocabulary(name, settings) for name in sets}
-    configs = _configs(models, backends, float32, vocabulary)
+    prompts = {name: speech.catalog_vocabulary(name, settings) for name in sets if name in CATALOG_SETS}
+    configs = _configs(models, backends, float32, vocabulary, language)
     recognizers: dict[str, speech.FasterWhisper | speech.OpenAIWhisper] = {}
     for config in configs:
         twin = next((c for c in configs if c["name"] in recognizers and _same_weights(c, config)), None)
-        if twin:  # the same recognizer, told the vocabulary or not: loaded once
+        if twin:  # the same recognizer, told the vocabulary or not, English or not: loaded once
             recognizers[config["name"]] = recognizers[twin["name"]]
             config["convert_s"], config["load_s"] = twin["convert_s"], twin["load_s"]
             continue
@@ -287,14 +353,16 @@ def run_voice_eval(
 
     def hear(config: dict, samples: np.ndarray, catalog: str) -> str:
         recognizer = recognizers[config["name"]]
-        return recognizer.transcribe(samples, prompts[catalog] if config["vocabulary"] else None)
+        vocabulary = prompts.get(catalog) if config["vocabulary"] else None
+        return recognizer.transcribe(samples, vocabulary, config["language"])
 
     with tempfile.TemporaryDirectory() as folder:
         warm = speech.load_audio(str(speak("I would like a funny movie for tonight.", Path(folder) / "warm.wav")))
         for config in configs:  # first calls allocate buffers: keep them out of the timings
             hear(config, speech.speech_only(warm), sets[0])
         for number, turn in enumerate(tqdm(turns, desc="spoken turns", unit="turn", file=sys.stderr)):
-            audio = speech.load_audio(str(speak(turn["text"], Path(folder) / f"turn{number}.wav")))
+            wav = speak(turn["text"], Path(folder) / f"turn{number}.wav", turn.get("espeak_voice", "en"))
+            audio = speech.load_audio(str(wav))
             turn["audio_s"] = round(len(audio) / 16000, 3)
             text_top = [h.id for h in index.search(turn["text"], k=10)] if index and turn["set"] == "movies" else []
             if turn["set"] == "movies":
@@ -330,7 +398,8 @@ def run_voice_eval(
         "sets": list(sets),
         "seed": seed,
         "repeats": repeats,
-        "source": "redial/dev.jsonl seeker turns (movies), fashion/products.csv requests (fashion); espeak-ng -s 140",
+        "source": "redial/dev.jsonl seeker turns (movies), fashion/products.csv requests (fashion), the requests of "
+        "OTHER_LANGUAGES (fr, es, de, it); espeak-ng -s 140 with the voice of the language",
         "vocabulary_prompts": prompts,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "audio_seconds": round(sum(t["audio_s"] for t in turns), 1),
@@ -388,8 +457,14 @@ def _summary(config: dict, configs: list[dict], turns: list[dict], audio_s: floa
 
 
 def _twin(config: dict, configs: list[dict]) -> dict | None:
-    """The other backend's config on the same model and vocabulary: openai-whisper's for faster-whisper, and back."""
-    same = [c for c in configs if c["model"] == config["model"] and c["vocabulary"] == config["vocabulary"]]
+    """The other backend's config on the same model, vocabulary and language: openai-whisper's for faster-whisper,
+    and back."""
+    same = [
+        c
+        for c in configs
+        if (c["model"], c["vocabulary"], c.get("language"))
+        == (config["model"], config["vocabulary"], config.get("language"))
+    ]
     if config["backend"] == "openai-whisper":
         return next(
             (c for c in same if c["backend"] == "faster-whisper" and c["compute_type"] == "int8"),

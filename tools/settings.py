@@ -44,6 +44,7 @@ class Settings:
     asr_model: str | None = None  # --asr-model, RECAGENT_ASR_MODEL
     max_audio_seconds: float | None = None  # RECAGENT_MAX_AUDIO_SECONDS
     asr_vocabulary: bool = True  # tell Whisper the catalog's own words first: RECAGENT_ASR_VOCABULARY=0 turns it off
+    asr_language: str | None = None  # RECAGENT_ASR_LANGUAGE: en (None), fr, es, de, it, or auto: the one heard
     # the agent (agent/rules.py): plain code plans the turns it can read whole; RECAGENT_CODE_PLANS=0: the LLM plans all
     code_plans: bool = True
     # feedback (tools/feedback.py)
@@ -120,6 +121,7 @@ _OPTION_ENV = {
     "asr_model": ("RECAGENT_ASR_MODEL", str),
     "max_audio_seconds": ("RECAGENT_MAX_AUDIO_SECONDS", float),
     "asr_vocabulary": ("RECAGENT_ASR_VOCABULARY", bool),
+    "asr_language": ("RECAGENT_ASR_LANGUAGE", str),
     "code_plans": ("RECAGENT_CODE_PLANS", bool),
     "user": ("RECAGENT_USER", str),
     "feedback": ("RECAGENT_FEEDBACK", bool),

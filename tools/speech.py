@@ -34,6 +34,7 @@ SPEECH_ASSETS = ("whisper-tiny-en", "whisper-base")  # model assets (tools/model
 DEFAULT_BACKEND = "faster-whisper"
 DEFAULT_MODEL = "whisper-base"
 BEAM_SIZE = 5
+LANGUAGES = ("en", "fr", "es", "de", "it")  # what recagent reads (agent/understanding.py: to_english)
 # float32 would give openai-whisper's transcripts word for word (49-50 of 50), for 1.5x the time.
 FASTER_WHISPER_COMPUTE_TYPE = "int8"
 # With a vocabulary prompt, Whisper decodes no timestamp tokens: requests are short, and it pays for the prompt's
@@ -241,12 +242,30 @@ def transcribe_samples(
     vocabulary: str | None = None,
 ) -> str:
     """Transcribe decoded 16 kHz samples (see `transcribe_audio` for backend and model; vocabulary: the words
-    Whisper is told first, see `vocabulary_prompt`)."""
+    Whisper is told first, see `vocabulary_prompt`; the language: settings.asr_language)."""
+    language = speech_language(settings or Settings.load())
     speech = speech_only(audio)  # before loading a model: a silent recording needs none
-    text = speech_recognizer(settings, model, backend).transcribe(speech, vocabulary)
+    text = speech_recognizer(settings, model, backend).transcribe(speech, vocabulary, language)
     if not text:
         raise AudioError("I didn't catch that: the recording seems to be silent")
     return text
+
+
+def speech_language(settings: Settings) -> str:
+    """The language speech is heard in: settings.asr_language (RECAGENT_ASR_LANGUAGE), English by default."""
+    language = (settings.asr_language or "en").lower()
+    if language != "auto" and language not in LANGUAGES:
+        raise ConfigError(
+            f"unknown speech language '{language}': choose auto or one of {', '.join(LANGUAGES)} "
+            "(RECAGENT_ASR_LANGUAGE)"
+        )
+    return language
+
+
+def most_likely_language(heard: Mapping[str, float]) -> str:
+    """Of the languages recagent reads (LANGUAGES), the one Whisper finds most likely: the others it may name for a
+    short or oddly spoken clip (Norwegian, Welsh) are no request recagent could read."""
+    return max(LANGUAGES, key=lambda language: heard.get(language, 0.0))
 
 
 def choose(settings: Settings, model: str | None = None, backend: str | None = None) -> tuple[str, str]:
@@ -287,12 +306,18 @@ class FasterWhisper:
 
         self.model = WhisperModel(source, device="cpu", compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
 
-    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None) -> str:
+    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None, language: str = "en") -> str:
         """The transcript of speech samples (already filtered by `speech_only`), told the vocabulary first (then
-        without timestamp tokens, which pays for the prompt's time; without one, decoded as before)."""
+        without timestamp tokens, which pays for the prompt's time; without one, decoded as before). language:
+        one of LANGUAGES, or "auto" for the one of them heard (the English vocabulary is then told only to
+        English speech)."""
+        if language == "auto":
+            _, _, heard = self.model.detect_language(audio)
+            language = most_likely_language(dict(heard))
+        vocabulary = vocabulary if language == "en" else None
         segments, _ = self.model.transcribe(
             audio,
-            language="en",
+            language=language,
             beam_size=BEAM_SIZE,
             temperature=0.0,
             vad_filter=False,
@@ -324,12 +349,19 @@ class OpenAIWhisper:
 
         self.model = whisper.load_model(checkpoint, device="cpu")
 
-    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None) -> str:
+    def transcribe(self, audio: np.ndarray, vocabulary: str | None = None, language: str = "en") -> str:
         """The transcript of speech samples, decoded as faster-whisper does (beam 5, temperature 0, no fp16,
-        the vocabulary as the initial prompt and then no timestamp tokens)."""
+        the vocabulary as the initial prompt and then no timestamp tokens, "auto" among LANGUAGES)."""
+        if language == "auto":
+            import whisper  # noqa: PLC0415  (openai-whisper imports torch: only once the model is loaded)
+
+            mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), self.model.dims.n_mels)
+            _, heard = self.model.detect_language(mel.to(self.model.device))
+            language = most_likely_language(heard)
+        vocabulary = vocabulary if language == "en" else None
         result = self.model.transcribe(
             audio,
-            language="en",
+            language=language,
             beam_size=BEAM_SIZE,
             temperature=0.0,
             fp16=False,

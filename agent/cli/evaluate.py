@@ -47,7 +47,16 @@ def eval_group() -> None:
     "--sets",
     default="movies",
     show_default=True,
-    help="Spoken request sets, comma-separated: movies (ReDial seeker turns), fashion (requests from products).",
+    help="Spoken request sets, comma-separated: movies (ReDial seeker turns), fashion (requests from products), "
+    "fr, es, de, it (requests in those languages, spoken by espeak-ng's voice of each).",
+)
+@click.option(
+    "--language",
+    type=click.Choice(voice.LANGUAGE_CHOICES),
+    default="en",
+    show_default=True,
+    help="Hear every clip as English (en, as before), in the language detected among en, fr, es, de, it (auto), "
+    "or both side by side.",
 )
 @click.option(
     "--vocabulary",
@@ -67,6 +76,7 @@ def eval_voice(
     repeats: int,
     sets: str,
     vocabulary: str,
+    language: str,
     json_out: str | None,
 ) -> None:
     """Word error rate, speed and retrieval of spoken requests, per speech backend and model."""
@@ -79,6 +89,7 @@ def eval_voice(
         repeats=repeats,
         sets=comma_list(sets),
         vocabulary=vocabulary,
+        language=language,
     )
     if json_out:
         write_json(results, json_out)
