@@ -25,6 +25,12 @@ def _index(movies_index):
     return movies_index
 
 
+@pytest.fixture
+def env(env):
+    """The scripted answers here include the planner's: the LLM plans every turn (code plans off)."""
+    return {**env, "RECAGENT_CODE_PLANS": "0"}
+
+
 def test_ask_json_and_conversation_file(env, tmp_path):
     conv = tmp_path / "conv.json"
     answers = [

@@ -21,6 +21,9 @@ import pytest
 from conftest import PASSWORD, FakeLLM, Served, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
+# The faults are injected into the LLM planner's calls, so the LLM plans every turn (code plans off)
+PLANNER_EVERY_TURN = {"RECAGENT_CODE_PLANS": "0"}
+
 pytestmark = pytest.mark.server
 
 KEYS = "ana=ana-key-000001,bob=bob-key-000002"
@@ -47,7 +50,10 @@ def serve(settings, movies_index, llm, tmp_path) -> Iterator[Callable[..., Serve
     def start(db: str, *options: str) -> Served:
         args = ["--llm", "openai", "--base-url", f"{llm.url}/v1", "--model", "fake", "--db", db, *options]
         served = start_serve(
-            settings, *args, log=tmp_path / f"serve-{len(started) + 1}.log", env={"RECAGENT_API_KEYS": KEYS}
+            settings,
+            *args,
+            log=tmp_path / f"serve-{len(started) + 1}.log",
+            env={"RECAGENT_API_KEYS": KEYS, **PLANNER_EVERY_TURN},
         )
         started.append(served)
         return served

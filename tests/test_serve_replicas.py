@@ -23,6 +23,9 @@ from recagent.evals.loopback import start_llama_server, stop_server
 from recagent.tools.models import resolve_model
 from recagent.tools.store import Store
 
+# The faults are injected into the LLM planner's calls, so the LLM plans every turn (code plans off)
+PLANNER_EVERY_TURN = {"RECAGENT_CODE_PLANS": "0"}
+
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 KEYS = "ana=ana-key-000001,bob=bob-key-000002"  # RECAGENT_API_KEYS, the same for every replica
@@ -66,7 +69,7 @@ def start_replicas(settings, chroma: str, db: str, llm: list[str], logs, n: int 
             db,
             log=logs / f"replica-{'ab'[i]}.log",
             global_args=("--chroma-url", chroma),
-            env={"RECAGENT_API_KEYS": KEYS},
+            env={"RECAGENT_API_KEYS": KEYS, **PLANNER_EVERY_TURN},
             wait=None,
         )
         for i in range(n)
