@@ -327,7 +327,7 @@ class Agent:
 
     def _code_plan(self, conversation: Conversation, text: str, reading: Reading) -> dict | None:
         """The tool call plain code makes for this message, or None: the planner decides (agent/rules.py)."""
-        profile = self.catalog.profile
+        profile, english = self.catalog.profile, known_words(self.settings)
         return code_plan(
             text,
             reading,
@@ -336,7 +336,7 @@ class Agent:
             self.catalog.fields,
             profile.facets,
             profile.kinds,
-            lambda word: word in known_words(self.settings) or word in self.catalog.words,
+            lambda word: word in english or word in self.catalog.words,
             profile.noun,
         )
 

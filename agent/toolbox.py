@@ -210,7 +210,7 @@ class CatalogTools:
             hits = search(None)
         favourites = list(reading.references) or list(also_exclude)  # "I loved X and Y", similar_items(X, Y)
         if self.ranker is not None and favourites and photo_vector is None:
-            hits += self._neighbours(favourites, where, exclude | {h.id for h in hits}, query)
+            hits += self._neighbours(favourites, where, exclude | {h.id for h in hits})
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         if self.ranker is not None and hits:
@@ -289,7 +289,7 @@ class CatalogTools:
             vector = vector / (np.linalg.norm(vector) or 1.0) + words / (np.linalg.norm(words) or 1.0)
         return vector / (np.linalg.norm(vector) or 1.0)
 
-    def _neighbours(self, favourites: list[str], where: dict | None, exclude: set[str], query: str | None) -> list[Hit]:
+    def _neighbours(self, favourites: list[str], where: dict | None, exclude: set[str]) -> list[Hit]:
         """The items that the fans of the user's favourites rated too (MovieLens item-kNN cosine, summed over the
         favourites), within the filters. Text vectors alone find what shares the titles' words ("Ronin" -> "47
         Ronin", "Heat" -> "Body Heat"), not what the same people enjoyed."""
