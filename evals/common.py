@@ -39,3 +39,25 @@ def wilson_interval(passed: int, total: int, z: float = 1.96) -> list[float] | N
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     return [round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)]
+
+
+def bootstrap_interval(
+    values: np.ndarray, groups: list[str] | None = None, n: int = 1000, seed: int = 0
+) -> list[list[float]]:
+    """95% percentile-bootstrap intervals [[low, high], ...] of the column means of values [S, M] (S samples),
+    rounded to 3 places. With groups (one per sample, e.g. its dialogue), whole groups are resampled: samples of
+    one dialogue are not independent, and resampling them one by one would make the interval too narrow."""
+    values = np.asarray(values, np.float64)
+    values = values.reshape(len(values), -1) if values.ndim != 2 else values
+    if not len(values):
+        return [[0.0, 0.0] for _ in range(values.shape[1])]
+    keys = groups if groups is not None else [str(k) for k in range(len(values))]
+    index = {g: k for k, g in enumerate(dict.fromkeys(keys))}
+    rows = np.array([index[g] for g in keys])
+    sums = np.zeros((len(index), values.shape[1]))
+    np.add.at(sums, rows, values)
+    counts = np.bincount(rows, minlength=len(index)).astype(np.float64)
+    draw = np.random.default_rng(seed).integers(0, len(index), size=(n, len(index)))  # [n, G]
+    means = sums[draw].sum(1) / counts[draw].sum(1)[:, None]  # [n, M]
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    return [[round(float(lo), 3), round(float(hi), 3)] for lo, hi in zip(low, high)]

@@ -1,9 +1,10 @@
-"""`recagent eval redial`: recommendation quality on ReDial dialogues, under the protocol of
-tools/datasets/redial.py.
+"""`recagent eval redial`: recommendation quality on ReDial dialogues, under a protocol of
+tools/datasets/redial.py (--protocol new-items, the default, or all-mentions, that of the published tables).
 
-Each sample: the messages before a recommender turn that suggests a movie (mapped to MovieLens, not mentioned
-earlier); the system ranks the whole MovieLens catalog (9,742 movies) with the movies mentioned earlier left
-out; Recall@1/10/50 of the suggested movie over all samples. Systems, side by side (the ablation):
+Each sample (new-items): the messages before a recommender turn that suggests a movie (mapped to MovieLens, not
+mentioned earlier); the system ranks the whole MovieLens catalog (9,742 movies) with the movies mentioned earlier
+left out; Recall@1/10/20/50 of the suggested movie over all samples, each with a 95% bootstrap interval (whole
+dialogues resampled). Systems, side by side (the ablation):
 
   popularity       MovieLens rating counts (a floor)
   retrieval        the pipeline without the head: the conversation's text searched in the catalog index
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from recagent.agent import Agent, Conversation, make_llm
 from recagent.agent.toolbox import CANDIDATES
+from recagent.evals.common import bootstrap_interval
 from recagent.tools.catalog import load_catalog
 from recagent.tools.datasets.ranking_signals import Signals, prepare_signals
 from recagent.tools.datasets.redial import Sample, default_mapping, load_dialogues, protocol_samples
@@ -34,30 +36,21 @@ from recagent.tools.models import embed_texts
 from recagent.tools.ranking import Context, conversation_context, load_ranker, rank_candidates
 from recagent.tools.settings import Settings
 
-PUBLISHED = [
-    {
-        "system": "UniCRS (Wang et al., 2022)",
-        "recall@1": 0.050,
-        "recall@10": 0.215,
-        "recall@50": 0.413,
-        "protocol": "6,924 ReDial movies, trained on the full ReDial train split (10,006 dialogues)",
-    },
-    {
-        "system": "ChatGPT zero-shot (He et al., 2023)",
-        "recall@1": 0.037,
-        "recall@10": 0.174,
-        "recall@50": None,
-        "protocol": "ReDial test, titles matched to ReDial movies",
-    },
-    {
-        "system": "GPT-4 zero-shot (He et al., 2023)",
-        "recall@1": None,
-        "recall@10": 0.201,
-        "recall@50": None,
-        "protocol": "ReDial test, titles matched to ReDial movies",
-    },
-]
-KS = (1, 10, 50)
+# Published figures under each protocol (tools/datasets/redial.py). They rank ReDial's 6,924 movies and train on the
+# whole ReDial train split (about 10,000 dialogues); recagent ranks 9,742 and trains on 600.
+PUBLISHED = {
+    "new-items": [
+        {"system": "UniCRS (new items only)", "recall@1": None, "recall@10": 0.180, "recall@50": 0.335},
+        {"system": "ReFICR (new items only)", "recall@1": None, "recall@10": 0.213, "recall@50": 0.465},
+    ],
+    "all-mentions": [
+        {"system": "UniCRS (Wang et al., 2022)", "recall@1": 0.050, "recall@10": 0.224, "recall@50": 0.428},
+        {"system": "MESE (Yang et al., 2022)", "recall@1": 0.056, "recall@10": 0.256, "recall@50": 0.455},
+        {"system": "ReFICR", "recall@1": None, "recall@10": 0.305, "recall@50": 0.532},
+        {"system": "GPT-4 zero-shot (He et al., 2023)", "recall@1": None, "recall@10": 0.201, "recall@50": None},
+    ],
+}
+KS = (1, 10, 20, 50)
 
 
 def ranks_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -66,8 +59,12 @@ def ranks_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores >= tv[:, None]).sum(1) - 1
 
 
-def recalls(ranks: np.ndarray) -> dict[str, float]:
-    return {f"recall@{k}": round(float((ranks < k).mean()), 4) if len(ranks) else 0.0 for k in KS}
+def recalls(ranks: np.ndarray, groups: list[str] | None = None) -> dict:
+    """Recall@1/10/20/50, each with its 95% bootstrap interval (whole dialogues resampled when groups are given)."""
+    hits = np.stack([ranks < k for k in KS], axis=1) if len(ranks) else np.zeros((0, len(KS)))
+    out: dict = {f"recall@{k}": round(float(hits[:, j].mean()), 4) if len(ranks) else 0.0 for j, k in enumerate(KS)}
+    out["interval"] = dict(zip((f"recall@{k}" for k in KS), bootstrap_interval(hits, groups)))
+    return out
 
 
 def _contexts(samples: list[Sample]) -> list[Context]:
@@ -83,15 +80,18 @@ def run_redial_eval(
     base_url: str | None = None,
     timeout: float = 120.0,
     checkpoint: str | None = None,
+    protocol: str = "new-items",
     progress: bool = True,
     log: Callable[[str], object] = print,
 ) -> dict:
-    """Evaluate every system on the samples of `data` (the first `limit` dialogues); returns the figures."""
+    """Evaluate every system on the samples of `data` (the first `limit` dialogues) under a protocol (PROTOCOLS);
+    returns the figures."""
     started = time.perf_counter()
     catalog = load_catalog("movies", settings)
     titles = {it.id: it.title for it in catalog.items}
     dialogues = load_dialogues(data, limit)
-    samples = protocol_samples(dialogues, default_mapping(settings), titles)
+    samples = protocol_samples(dialogues, default_mapping(settings), titles, protocol)
+    groups = [s.dialogue for s in samples]
     t0 = time.perf_counter()  # the head and its prepared signals (the default ones without a head)
     ranker = load_ranker(settings, path=Path(checkpoint) if checkpoint else None)
     signals = ranker.signals if ranker else Signals.load(prepare_signals(settings, catalog, log=log))
@@ -108,13 +108,13 @@ def run_redial_eval(
     t0 = time.perf_counter()
     pop = np.broadcast_to(signals.popularity, (len(samples), signals.n)).copy()
     pop[excluded] = -np.inf
-    systems["popularity (MovieLens)"] = {**recalls(ranks_of(pop, targets)), "seconds": time.perf_counter() - t0}
+    systems["popularity (MovieLens)"] = {**recalls(ranks_of(pop, targets), groups), "seconds": time.perf_counter() - t0}
 
     # retrieval only: the index (or exact search over the same vectors when no index is built)
     t0 = time.perf_counter()
     ret = _retrieval_scores(settings, signals, contexts, excluded, progress)
     systems["retrieval only (MiniLM search + simple scorer)"] = {
-        **recalls(ranks_of(ret, targets)),
+        **recalls(ranks_of(ret, targets), groups),
         "seconds": time.perf_counter() - t0,
     }
 
@@ -139,7 +139,7 @@ def run_redial_eval(
             else np.zeros((0, signals.n))
         )
         systems["retrieval + ranking head (default)"] = {
-            **recalls(ranks_of(head_scores, targets)),
+            **recalls(ranks_of(head_scores, targets), groups),
             "seconds": time.perf_counter() - t0,
         }
 
@@ -150,7 +150,7 @@ def run_redial_eval(
             settings, samples, base, signals, planner, model, base_url, timeout, progress
         )
         systems[f"+ LLM planner ({planner})"] = {
-            **recalls(ranks_of(scores, targets)),
+            **recalls(ranks_of(scores, targets), groups),
             "seconds": time.perf_counter() - t0,
             "failed_turns": failures,
         }
@@ -170,11 +170,11 @@ def run_redial_eval(
         "samples": len(samples),
         "planner": planner,
         "system": main_name,
-        "recall@1": main["recall@1"],
-        "recall@10": main["recall@10"],
-        "recall@50": main["recall@50"],
+        "protocol": protocol,
+        **{f"recall@{k}": main[f"recall@{k}"] for k in KS},
+        "interval": main["interval"],
         "systems": systems,
-        "published": PUBLISHED,
+        "published": PUBLISHED[protocol],
         "catalog_size": signals.n,
         "checkpoint": ranker.meta.get("path") if ranker else None,
         "timings": {
@@ -182,10 +182,16 @@ def run_redial_eval(
             "setup_seconds": round(setup, 2),
             "per_sample_ms": round(1000 * main["seconds"] / max(1, len(samples)), 2),
         },
-        "protocol": "every movie in a recommender message with respondentQuestions[id].suggested == 1 that maps "
-        "to MovieLens (redial_to_movielens.csv) and was not mentioned in an earlier message is one "
-        "sample; the messages before it (mentions as 'Title (Year)') are the input; the whole "
-        f"MovieLens catalog ({signals.n:,} movies) is ranked, earlier-mentioned movies left out",
+        "protocol_text": (
+            "every movie in a recommender message with respondentQuestions[id].suggested == 1 that maps "
+            "to MovieLens (redial_to_movielens.csv) and was not mentioned in an earlier message is one "
+            "sample; the messages before it (mentions as 'Title (Year)') are the input; the whole "
+            f"MovieLens catalog ({signals.n:,} movies) is ranked, earlier-mentioned movies left out"
+            if protocol == "new-items"
+            else "every movie mentioned in a recommender message that maps to MovieLens is one sample, repeats "
+            "included; the messages before it are the input; the whole MovieLens catalog "
+            f"({signals.n:,} movies) is ranked, nothing left out"
+        ),
     }
 
 
@@ -255,14 +261,15 @@ def _planner_scores(
 
 
 def format_table(figures: dict) -> str:
-    """The figures as a Markdown table, published systems below (their protocols differ: see the notes)."""
-    lines = ["| system | Recall@1 | Recall@10 | Recall@50 | seconds |", "| --- | ---: | ---: | ---: | ---: |"]
+    """The figures as a Markdown table with 95% bootstrap intervals, published systems below (their protocols
+    differ: see the notes)."""
+    head = " | ".join(f"Recall@{k}" for k in KS)
+    lines = [f"| system | {head} | seconds |", "| --- |" + " ---: |" * (len(KS) + 1)]
+    keys = [f"recall@{k}" for k in KS]
     for name, row in figures["systems"].items():
-        lines.append(
-            f"| {name} | {row['recall@1']:.3f} | {row['recall@10']:.3f} | {row['recall@50']:.3f} | "
-            f"{row['seconds']:.1f} |"
-        )
+        cells = [f"{row[key]:.3f} ({row['interval'][key][0]:.3f}-{row['interval'][key][1]:.3f})" for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
     for row in figures["published"]:
-        cells = [f"{row[k]:.3f}" if row.get(k) is not None else "-" for k in ("recall@1", "recall@10", "recall@50")]
-        lines.append(f"| {row['system']} (published; {row['protocol']}) | " + " | ".join(cells) + " | - |")
+        cells = [f"{row[f'recall@{k}']:.3f}" if row.get(f"recall@{k}") is not None else "-" for k in KS]
+        lines.append(f"| {row['system']} (published, {figures['protocol']}) | " + " | ".join(cells) + " | - |")
     return "\n".join(lines)

@@ -45,6 +45,20 @@ def test_dev_has_the_protocols_860_samples(settings, titles):
             assert not any(rid in mapping for rid in MENTION.findall(text))
 
 
+def test_the_all_mentions_protocol_counts_repeats_and_leaves_nothing_out(settings, titles):
+    dialogues = load_dialogues(redial_dir(settings) / "dev.jsonl")
+    mapping = default_mapping(settings)
+    new = protocol_samples(dialogues, mapping, titles)
+    every = protocol_samples(dialogues, mapping, titles, protocol="all-mentions")
+    assert len(every) > len(new)
+    assert all(not s.exclude for s in every)
+    repeats = [s for s in every if s.target in {m.item for m in s.mentions}]
+    assert repeats  # a movie named again by the recommender is a sample here, never under new-items
+    assert {(s.dialogue, s.turn, s.target) for s in new} <= {(s.dialogue, s.turn, s.target) for s in every}
+    with pytest.raises(ValueError, match="unknown ReDial protocol"):
+        protocol_samples(dialogues[:1], mapping, titles, protocol="everything")
+
+
 def test_samples_see_only_the_messages_before_the_suggestion(settings, titles):
     dialogue = load_dialogues(redial_dir(settings) / "dev.jsonl", limit=1)[0]
     samples = protocol_samples([dialogue], default_mapping(settings), titles)
@@ -127,6 +141,10 @@ def test_eval_redial_writes_the_figures(settings, env, tmp_path):
     )
     assert figures["samples"] == len(expected) > 0
     for row in figures["systems"].values():
-        assert 0.0 <= row["recall@1"] <= row["recall@10"] <= row["recall@50"] <= 1.0
+        assert 0.0 <= row["recall@1"] <= row["recall@10"] <= row["recall@20"] <= row["recall@50"] <= 1.0
+        for key, (low, high) in row["interval"].items():
+            assert low <= row[key] <= high
+    assert figures["protocol"] == "new-items"
     assert figures["timings"]["total_seconds"] > 0
-    assert "| system | Recall@1 |" in run.stdout
+    assert "| system | Recall@1 | Recall@10 | Recall@20 | Recall@50 |" in run.stdout
+    assert "UniCRS (new items only)" in run.stdout

@@ -1,11 +1,14 @@
 """ReDial dialogues: reading them, rendering movie mentions, the ReDial -> MovieLens mapping, and the samples
-of the recommendation protocol used by `recagent eval redial` and by `recagent train-ranker`.
+of the recommendation protocols used by `recagent eval redial` and by `recagent train-ranker`.
 
-The protocol (UniCRS, iEvaLM, "LLMs as zero-shot CRS", restricted to movies that exist in MovieLens):
-every movie mentioned in a recommender message whose `respondentQuestions[id].suggested` is 1, that maps to
-a MovieLens movie and that was not mentioned earlier in the dialogue, is one sample. The system sees every
-message before that message (mentions rendered as "Title (Year)") and ranks the whole catalog, leaving out
-the movies mentioned earlier in the dialogue.
+The protocols (restricted to movies that exist in MovieLens); the system sees every message before the one that
+holds the target (mentions rendered as "Title (Year)") and ranks the whole catalog:
+  new-items (the default; iEvaLM, "LLMs as zero-shot CRS"): every movie in a recommender message whose
+      `respondentQuestions[id].suggested` is 1 and that was not mentioned in an earlier message is one sample;
+      the movies mentioned earlier are left out of the ranking.
+  all-mentions (the published tables: CRSLab, KBRD, UniCRS, MESE): every movie mentioned in a recommender
+      message is one sample, repeats included, and nothing is left out of the ranking (a movie the dialogue
+      already named can be the answer, which is why these figures run higher).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from recagent.tools.settings import Settings
 from recagent.tools.text import strip_year, title_key, title_year
 
 MENTION = re.compile(r"@(\d+)")
+PROTOCOLS = ("new-items", "all-mentions")
 
 
 @dataclass
@@ -44,11 +48,12 @@ class Sample:
     target: str
     messages: list[tuple[str, str]]  # (role "seeker"/"recommender", rendered text), all before the turn
     mentions: list[Mention] = field(default_factory=list)  # earlier mentions that map to MovieLens, in order
+    protocol: str = "new-items"
 
     @property
     def exclude(self) -> set[str]:
-        """The movies mentioned earlier in the dialogue: left out of the ranking."""
-        return {m.item for m in self.mentions}
+        """What is left out of the ranking: the movies mentioned earlier (nothing under all-mentions)."""
+        return {m.item for m in self.mentions} if self.protocol == "new-items" else set()
 
     def request(self, last: int = 6) -> str:
         """The text of the conversation, the last messages first-weighted as plain text (for the text encoder)."""
@@ -133,8 +138,12 @@ def render(
     return rendered
 
 
-def dialogue_samples(dialogue: dict, mapping: dict[str, str], titles: dict[str, str]) -> list[Sample]:
-    """The samples of one dialogue under the protocol above."""
+def dialogue_samples(
+    dialogue: dict, mapping: dict[str, str], titles: dict[str, str], protocol: str = "new-items"
+) -> list[Sample]:
+    """The samples of one dialogue under a protocol above."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown ReDial protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
     recommender = dialogue.get("respondentWorkerId")
     questions = dialogue.get("respondentQuestions") or {}
     seeker_answers = dialogue.get("initiatorQuestions") or {}
@@ -151,12 +160,14 @@ def dialogue_samples(dialogue: dict, mapping: dict[str, str], titles: dict[str, 
             # "Not mentioned earlier" means in an earlier message: a movie named twice in the same message
             # is two samples, as in the reference count (860 on dev.jsonl).
             for rid in ids:
-                if rid in seen_ids:
-                    continue
                 ml = mapping.get(rid)
-                if not ml or not isinstance(questions.get(rid), dict) or questions[rid].get("suggested") != 1:
+                if not ml:
                     continue
-                samples.append(Sample(cid, turn, ml, list(history), list(mentions)))
+                if protocol == "new-items" and (
+                    rid in seen_ids or not isinstance(questions.get(rid), dict) or questions[rid].get("suggested") != 1
+                ):
+                    continue
+                samples.append(Sample(cid, turn, ml, list(history), list(mentions), protocol))
         for rid in ids:
             seen_ids.add(rid)
             ml = mapping.get(rid)
@@ -167,11 +178,13 @@ def dialogue_samples(dialogue: dict, mapping: dict[str, str], titles: dict[str, 
     return samples
 
 
-def protocol_samples(dialogues: list[dict], mapping: dict[str, str], titles: dict[str, str]) -> list[Sample]:
-    """Every sample of the protocol over these dialogues, in order."""
+def protocol_samples(
+    dialogues: list[dict], mapping: dict[str, str], titles: dict[str, str], protocol: str = "new-items"
+) -> list[Sample]:
+    """Every sample of a protocol over these dialogues, in order."""
     out: list[Sample] = []
     for dialogue in dialogues:
-        out.extend(dialogue_samples(dialogue, mapping, titles))
+        out.extend(dialogue_samples(dialogue, mapping, titles, protocol))
     return out
 
 
