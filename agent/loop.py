@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from recagent.tools.images import embed_image
 from recagent.tools.index import public_metadata
 from recagent.tools.models import known_words
 from recagent.tools.ranking import Ranked, Ranker, load_ranker
+from recagent.tools.ranking.taste import Taste, taste_space
 from recagent.tools.retrieval import retrieve_candidates
 from recagent.tools.settings import Settings
 from recagent.tools.speech import transcribe_audio
@@ -169,9 +170,13 @@ class Agent:
         on_event: OnEvent | None = None,
         audio: str | None = None,
         image: str | bytes | None = None,
+        feedback: Sequence[tuple[str, int]] | None = None,
     ) -> Reply:
         """Run one user turn: text, a recording to transcribe, a photo (with words saying what to change), or
-        a mix. On failure the conversation is left unchanged and the Reply carries the error."""
+        a mix. feedback: the user's earlier (item id, +1/-1) events, oldest first (tools.feedback.user_events),
+        which with this conversation's likes and dislikes shape the ranking as a taste vector; None (the default,
+        and with --no-feedback) leaves taste out. On failure the conversation is left unchanged and the Reply
+        carries the error."""
         turn = Turn(self.llm, on_event)
         snapshot = conversation.snapshot()
         transcript = None
@@ -182,7 +187,7 @@ class Agent:
             if image is not None:
                 self._look(image, conversation, turn)
                 text = text.strip() or "something like this"
-            reply = self._respond(conversation, text, turn, photo=image is not None)
+            reply = self._respond(conversation, text, turn, photo=image is not None, feedback=feedback)
         except ReplayError:  # a replayed run left its recording: nothing after this can be compared
             conversation.restore(snapshot)
             raise
@@ -220,7 +225,14 @@ class Agent:
         conversation.photo = {"source": source, "vector": [round(float(x), 6) for x in vector]}
         turn.mark("image", started)
 
-    def _respond(self, conversation: Conversation, text: str, turn: Turn, photo: bool) -> Reply:
+    def _respond(
+        self,
+        conversation: Conversation,
+        text: str,
+        turn: Turn,
+        photo: bool,
+        feedback: Sequence[tuple[str, int]] | None = None,
+    ) -> Reply:
         """Plan and act until a tool gives items or a question, then write the reply."""
         text = (text or "").strip()
         if not text:
@@ -247,6 +259,7 @@ class Agent:
             conversation.like(item_id)
         for item_id in reading.disliked:  # "they didn't like X": never shown in this conversation
             conversation.dislike(item_id)
+        tools.taste = self._taste(conversation, feedback)
         planned = None if photo or not self.settings.code_plans else self._code_plan(conversation, text, reading)
         result = self._act(tools, messages, text, turn, photo, planned)
         if result.question:
@@ -270,6 +283,15 @@ class Agent:
         turn.emit("token", listing)
         conversation.add_assistant(intro + "\n" + listing, [r.id for r in result.items])
         return Reply(text=intro + "\n" + listing, items=items, tool_calls=turn.calls, removed_mentions=removed)
+
+    def _taste(self, conversation: Conversation, feedback: Sequence[tuple[str, int]] | None) -> Taste | None:
+        """The user's taste (tools/ranking/taste.py) from their earlier feedback and this conversation's likes and
+        dislikes; None without a head or with feedback left out."""
+        ranker = self.ranker()
+        if ranker is None or feedback is None:
+            return None
+        events = [*feedback, *((i, 1) for i in conversation.liked), *((i, -1) for i in conversation.disliked)]
+        return taste_space(ranker).taste(events) if events else None
 
     def _act(
         self, tools: CatalogTools, messages: list[dict], text: str, turn: Turn, photo: bool, planned: dict | None

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from recagent.tools.errors import FeedbackError, RecagentError
-from recagent.tools.feedback import feedback_user, record_feedback
+from recagent.tools.feedback import feedback_user, record_feedback, user_events
 
 from .conversation import Conversation
 from .loop import Agent, Reply
@@ -93,6 +93,16 @@ class Repl:
         text = "with the conversation text" if self.share_text else "without the conversation text"
         return f"feedback is stored for user '{self.user}' under a pseudonym, {text}"
 
+    def taste_events(self) -> list[tuple[str, int]] | None:
+        """The user's stored likes and dislikes for the next turn's ranking; None with feedback off. A store that
+        cannot be read gives none (the turn goes on; /like says what is wrong when it tries to store)."""
+        if not self.feedback:
+            return None
+        try:
+            return user_events(self.agent.settings, self.user, self.conversation.catalog)
+        except (FeedbackError, ValueError):
+            return []
+
     def record(self, item_id: str, kind: str) -> str:
         """Store one like/dislike/accept; a short note for the screen (a store problem never ends the session)."""
         if not self.feedback:
@@ -138,7 +148,9 @@ class Repl:
 
         def work() -> None:
             try:
-                result["reply"] = self.agent.turn(self.conversation, text, on_event=on_event, audio=audio, image=image)
+                result["reply"] = self.agent.turn(
+                    self.conversation, text, on_event=on_event, audio=audio, image=image, feedback=self.taste_events()
+                )
             except TurnCancelled:
                 result["cancelled"] = True
             except Exception as exc:  # never lose the session to a bug in a turn

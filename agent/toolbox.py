@@ -16,6 +16,8 @@ from recagent.tools.filters import field_name, matches, merge_constraints, parse
 from recagent.tools.index import Hit
 from recagent.tools.models import embed_texts
 from recagent.tools.ranking import Context, Ranked, Ranker, rank_candidates
+from recagent.tools.ranking.taste import WEIGHT as TASTE_WEIGHT
+from recagent.tools.ranking.taste import Taste, taste_space
 from recagent.tools.retrieval import retrieve_candidates
 from recagent.tools.text import plain_words, strip_year, title_key
 
@@ -68,7 +70,8 @@ class CatalogTools:
 
     ranker: the learned head, or None for the simple scorer; shown: how many items a turn lists; use_photo: a
     photo came with this turn, so searches go by it too; reading: what code read in the user's message (its time,
-    negations, constraints taken back and referenced items win over the planner's filters)."""
+    negations, constraints taken back and referenced items win over the planner's filters); taste: the user's
+    taste from their feedback (tools/ranking/taste.py), added to the head's scores."""
 
     SEARCHES = ("search_catalog", "similar_items", "refine_last")
 
@@ -80,10 +83,12 @@ class CatalogTools:
         shown: int = SHOWN,
         use_photo: bool = False,
         reading: Reading | None = None,
+        taste: Taste | None = None,
     ):
         self.view = view
         self.conversation = conversation
         self.ranker = ranker
+        self.taste = taste
         self.shown = shown
         self.use_photo = use_photo and bool(conversation.photo)
         self.reading = reading or Reading()
@@ -324,6 +329,8 @@ class CatalogTools:
             last_text=users[-1] if users else "",
         )
         scores = self.ranker.score([ctx], self.view.settings)[0]
+        if self.taste is not None:  # what the user liked and disliked before: r(u, i), tools/ranking/taste.py
+            scores = scores + TASTE_WEIGHT * taste_space(self.ranker).scores(self.taste)
         pos = self.ranker.signals.pos
         ranked = [
             Ranked(h.id, h.title, float(scores[pos[h.id]]), self.view.meta.get(h.id) or h.metadata, h.score)

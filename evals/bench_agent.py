@@ -52,13 +52,21 @@ STAGES = ("total", "items_on_screen", "llm_prompt", "llm_generation", "retrieval
 COUNTS = ("llm_calls", "prompt_tokens", "generated_tokens")
 
 
-def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str] = REQUESTS) -> dict:
-    """recagent's default agent (local llama.cpp) on each request; per-stage timings and validity."""
-    agent = Agent(make_llm("local", settings, model=model), "movies", settings)
-    agent.turn(agent.new_conversation(), "warm up: a good movie")  # load the model; build the prompt cache
+def run_recagent(
+    settings: Settings,
+    model: str = "llm",
+    requests: Sequence[str] = REQUESTS,
+    feedback: Sequence[tuple[str, int]] | None = None,
+    agent: Agent | None = None,
+) -> dict:
+    """recagent's default agent (local llama.cpp) on each request; per-stage timings and validity. feedback: the
+    user's earlier likes and dislikes given to every turn (None: none)."""
+    if agent is None:
+        agent = Agent(make_llm("local", settings, model=model), "movies", settings)
+        agent.turn(agent.new_conversation(), "warm up: a good movie")  # load the model; build the prompt cache
     turns = []
     for n, text in enumerate(requests, 1):
-        reply = agent.turn(agent.new_conversation(), text)
+        reply = agent.turn(agent.new_conversation(), text, feedback=feedback)
         valid = [i for i in reply.items if agent.catalog.meta.get(i["id"], {}).get("title") == i["title"]]
         turns.append(
             {
@@ -82,7 +90,15 @@ def run_recagent(settings: Settings, model: str = "llm", requests: Sequence[str]
             file=sys.stderr,
             flush=True,
         )
-    return _summary("recagent", turns)
+    name = "recagent" if feedback is None else f"recagent, with feedback ({len(feedback)} earlier likes/dislikes)"
+    return _summary(name, turns)
+
+
+def feedback_events(settings: Settings, likes: int = 20, dislikes: int = 5) -> list[tuple[str, int]]:
+    """A fixed user history for the benchmark: the catalog's most rated movies, liked, then the next few disliked."""
+    catalog = CatalogView.open("movies", settings)
+    ids = sorted(catalog.meta, key=lambda i: -int(catalog.meta[i].get("ratings", 0) or 0))
+    return [(i, 1) for i in ids[:likes]] + [(i, -1) for i in ids[likes : likes + dislikes]]
 
 
 def _summary(name: str, turns: list[dict]) -> dict:
@@ -175,11 +191,24 @@ def run_langchain(settings: Settings, model: str = "llm", requests: Sequence[str
 
 
 def run_agent_benchmark(
-    settings: Settings, langchain: bool = True, model: str = "llm", limit: int | None = None
+    settings: Settings, langchain: bool = True, model: str = "llm", limit: int | None = None, feedback: bool = False
 ) -> dict:
-    """Both systems on the first `limit` requests (all 20 by default); print the table and return the figures."""
+    """Both systems on the first `limit` requests (all 20 by default); print the table and return the figures.
+    feedback: recagent without and with a user's earlier feedback instead, the same agent, one after the other
+    (the cost of the taste vector in a turn)."""
     requests = REQUESTS[:limit] if limit else REQUESTS
-    results: dict = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
+    if feedback:
+        agent = Agent(make_llm("local", settings, model=model), "movies", settings)
+        agent.turn(agent.new_conversation(), "warm up: a good movie")
+        events = feedback_events(settings)
+        systems = [
+            run_recagent(settings, model, requests, None, agent),
+            run_recagent(settings, model, requests, events, agent),
+        ]
+        results: dict = {"requests": len(requests), "model": model, "systems": systems}
+        print(format_table(results))
+        return results
+    results = {"requests": len(requests), "model": model, "systems": [run_recagent(settings, model, requests)]}
     if langchain:
         results["systems"].append(run_langchain(settings, model, requests))
     print(format_table(results))

@@ -14,6 +14,7 @@ pseudonyms stay the same, when the default database is created; the old files ar
     record_feedback(settings, "ana", "318", "movies", +1)
     feedback_events(settings, catalog="movies")   # [{"user": "3f1c...", "item": "318", "catalog": "movies",
                                                   #   "signal": 1, "time": 1764535200.0, "kind": "like"}]
+    user_events(settings, "ana", "movies")        # [("318", 1)]: what agent.turn(..., feedback=) takes
     forget_user(settings, "ana")                  # -> 1 (rows deleted)
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "forget_user",
     "record_feedback",
     "store_path",
+    "user_events",
     "user_key",
 ]
 
@@ -124,6 +126,17 @@ def feedback_events(settings: Settings, catalog: str | None = None) -> list[dict
         return []
     with _as_feedback_error():
         return store.feedback_events(catalog)
+
+
+def user_events(settings: Settings, user: str, catalog: str) -> list[tuple[str, int]]:
+    """`user`'s (item id, signal) events in `catalog`, oldest first (their likes, dislikes and accepts: what the
+    agent's `feedback` argument takes); an empty list when nothing was stored."""
+    store = _store(settings, create=False)
+    if store is None:
+        return []
+    name = _name(user)
+    with _as_feedback_error():
+        return store.user_events(store.user_key(name), catalog)
 
 
 def forget_user(settings: Settings, user: str) -> int:

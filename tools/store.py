@@ -277,6 +277,13 @@ class Store:
             for u, i, c, s, t, k in rows
         ]
 
+    def user_events(self, user_key: str, catalog: str) -> list[tuple[str, int]]:
+        """One user's (item, signal) events in one catalog, oldest first: what shapes their ranking."""
+        f = FEEDBACK.c
+        query = select(f.item, f.signal).where(f.user_key == user_key, f.catalog == str(catalog)).order_by(f.time, f.id)
+        with self._transaction() as conn:
+            return [(str(i), int(s)) for i, s in conn.execute(query).all()]
+
     def forget(self, user_key: str) -> int:
         """Delete the user's feedback, conversations, their turns and threads; the number of rows deleted.
         SQLite overwrites them (secure_delete) and folds the WAL, which still holds the old pages, into the file."""

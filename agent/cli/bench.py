@@ -64,11 +64,18 @@ def bench_index(
 )
 @click.option("--model", default="llm", show_default=True, help="Model asset (llm, llm-small) or GGUF path.")
 @click.option("--limit", type=int, help="Only the first N of the 20 requests.")
+@click.option(
+    "--feedback",
+    is_flag=True,
+    help="Instead of the LangChain agent: recagent without, then with a user's 25 earlier likes and dislikes.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.pass_obj
-def bench_agent(settings: Settings, langchain: bool, model: str, limit: int | None, json_out: str | None) -> None:
+def bench_agent(
+    settings: Settings, langchain: bool, model: str, limit: int | None, feedback: bool, json_out: str | None
+) -> None:
     """Per-turn latency by stage and validity over 20 movie requests, beside a plain LangChain agent."""
-    results = run_agent_benchmark(settings, langchain=langchain, model=model, limit=limit)
+    results = run_agent_benchmark(settings, langchain=langchain, model=model, limit=limit, feedback=feedback)
     if json_out:
         write_json(results, json_out)
         click.echo(f"wrote {json_out}")

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
+from recagent.evals import eval_feedback as feedback
 from recagent.evals import eval_images as images
 from recagent.evals import eval_movielens as movielens
 from recagent.evals import eval_redial as redial
 from recagent.evals import eval_voice as voice
 from recagent.evals.common import write_json
-from recagent.tools.datasets.redial import compare_mappings, write_mapping
+from recagent.tools.datasets.redial import PROTOCOLS, compare_mappings, write_mapping
 from recagent.tools.settings import Settings
 
 from .app import main
@@ -125,6 +126,14 @@ def eval_images(settings: Settings, near_duplicates: int, json_out: str | None, 
 )
 @click.option("--limit", type=int, help="Only the first N dialogues.")
 @click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="new-items",
+    show_default=True,
+    help="new-items: suggested movies not named earlier, earlier mentions left out of the ranking; all-mentions: "
+    "every movie a recommender names, repeats included (the protocol of the published tables).",
+)
+@click.option(
     "--planner",
     type=click.Choice(["none", "local", "openai", "scripted"]),
     default="none",
@@ -147,6 +156,7 @@ def eval_redial(
     settings: Settings,
     data_file: str | None,
     limit: int | None,
+    protocol: str,
     planner: str,
     model: str | None,
     base_url: str | None,
@@ -155,7 +165,7 @@ def eval_redial(
     json_out: str | None,
     quiet: bool,
 ) -> None:
-    """Recall@1/10/50 on ReDial dialogues (whole MovieLens catalog ranked), beside baselines and published systems."""
+    """Recall@1/10/20/50 on ReDial dialogues (whole MovieLens catalog ranked), beside baselines and published work."""
     path = Path(data_file) if data_file else settings.require_data() / "redial" / "dev.jsonl"
     figures = redial.run_redial_eval(
         settings,
@@ -166,14 +176,16 @@ def eval_redial(
         base_url=base_url,
         timeout=timeout,
         checkpoint=checkpoint,
+        protocol=protocol,
         progress=not quiet,
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(redial.format_table(figures))
     click.echo(
         f"({figures['samples']} samples from {figures['dialogues']} dialogues of {path.name}; "
-        f"{figures['catalog_size']:,} movies ranked; {figures['timings']['total_seconds']:.0f} s in all; "
-        f"system: {figures['system']})"
+        f"{figures['catalog_size']:,} movies ranked; protocol {figures['protocol']}; "
+        f"{figures['timings']['total_seconds']:.0f} s in all; system: {figures['system']}; 95% bootstrap intervals "
+        "over dialogues)"
     )
     if json_out:
         write_json(figures, json_out)
@@ -201,6 +213,41 @@ def eval_movielens(settings: Settings, checkpoint: str | None, tune: bool, json_
     )
     click.echo(movielens.format_table(figures))
     click.echo(f"({figures['users']} users, {figures['items']:,} movies, {figures['seconds']:.0f} s)")
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@eval_group.command("feedback")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Ranking-head checkpoint [default: the one the agent uses].",
+)
+@click.option("--tune", is_flag=True, help="Choose the feedback weights on the validation users and print the grid.")
+@click.option("--limit", type=int, help="Only the first N users.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Draw the curve over k into this PNG.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.pass_obj
+def eval_feedback(
+    settings: Settings,
+    checkpoint: str | None,
+    tune: bool,
+    limit: int | None,
+    plot_out: str | None,
+    json_out: str | None,
+) -> None:
+    """Recall@10 / NDCG@10 on held-out MovieLens users with k of their likes revealed as feedback, and without."""
+    figures = feedback.run_feedback_eval(
+        settings, checkpoint=checkpoint, tune=tune, limit=limit, log=lambda m: click.echo(m, err=True)
+    )
+    click.echo(feedback.format_table(figures))
+    click.echo(
+        f"({figures['n_users']} {figures['users']} users; weight {figures['weight']:g}, dislike "
+        f"{figures['dislike']:g}; {figures['seconds']:.0f} s)"
+    )
+    if plot_out:
+        click.echo(f"wrote {feedback.plot_curve(figures, plot_out)}")
     if json_out:
         write_json(figures, json_out)
         click.echo(f"wrote {json_out}")

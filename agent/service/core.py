@@ -180,7 +180,11 @@ class Service:
             if turn.audio is not None:  # the speech tools read a file; its name keeps the upload's extension
                 audio = str(Path(tmp) / f"upload{upload_suffix(turn.audio_name)}")
                 Path(audio).write_bytes(turn.audio)
-            reply = agent.turn(conversation, turn.text, on_event=relay, audio=audio, image=turn.image)
+            # the owner's stored likes and dislikes shape the ranking (tools/ranking/taste.py), unless feedback is off
+            feedback = self.store.user_events(record.owner, record.catalog) if self.config.settings.feedback else None
+            reply = agent.turn(
+                conversation, turn.text, on_event=relay, audio=audio, image=turn.image, feedback=feedback
+            )
         reply.items = [image_url(record.catalog, i) for i in reply.items]
         if reply.error:  # said of the file the user sent, and without the server's own paths
             name = upload_name(turn.audio_name)

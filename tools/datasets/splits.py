@@ -3,7 +3,9 @@
 - fashion photos: the 1,000 products with the lowest md5 of their id are never trained on (`recagent eval images`
   and the simulated users' targets), the next 500 choose the image encoder's retrieval weights (validation);
 - MovieLens: per user, in time order, the last rating is the test item (`recagent eval movielens`), the one
-  before it the validation item, the rest train the ranking head.
+  before it the validation item, the rest train the ranking head; the 60 users with the lowest md5 of their id
+  are never trained on at all (the feedback evaluation's test users, `recagent eval feedback`), the next 30
+  choose the feedback weights (its validation users).
 ReDial keeps its own files: train.jsonl and valid.jsonl train, dev.jsonl evaluates (tools/datasets/redial.py).
 """
 
@@ -19,6 +21,8 @@ from .movielens import read_ratings
 
 HOLDOUT = 1000
 VALIDATION = 500
+USER_HOLDOUT = 60
+USER_VALIDATION = 30
 
 
 def md5_order(items: list[Item]) -> list[Item]:
@@ -63,3 +67,10 @@ def movielens_split(
         seqs[user] = items
         train_rows.extend((user, m) for m in items)
     return train_rows, val, test, seqs
+
+
+def movielens_user_groups(users: list[str]) -> tuple[list[str], list[str]]:
+    """(test users, validation users) of the feedback evaluation: the USER_HOLDOUT users with the lowest md5 of
+    their id, then the next USER_VALIDATION. Neither trains the ranking head."""
+    order = sorted(set(users), key=lambda u: hashlib.md5(f"movielens-user-{u}".encode()).hexdigest())
+    return order[:USER_HOLDOUT], order[USER_HOLDOUT : USER_HOLDOUT + USER_VALIDATION]

@@ -45,7 +45,7 @@ from torch import nn
 from recagent.tools.datasets.ranking_signals import Signals
 from recagent.tools.errors import MissingModelError
 
-from .config import CONVERSATION, FEATURES, UNTRAINED, RankerConfig
+from .config import CONVERSATION, FEATURES, HISTORY, UNTRAINED, RankerConfig
 from .features import Context, context_items, exclusion_mask, features
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # RankingHead.forward's
@@ -76,6 +76,14 @@ class RankingHead(nn.Module):
 
     def item_vectors(self, content: torch.Tensor) -> torch.Tensor:  # content [N, 384] -> [N, d]
         return self.item_id.weight + self.item_content(content)
+
+    @torch.no_grad()
+    def history_space(self, content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """v_i [N, d] and b_i [N] as the head scores a rating history: u . v_i + b_i, u the mean of the history's
+        item vectors (tools/ranking/taste.py builds a user's u from their feedback)."""
+        c = torch.from_numpy(content)  # [N, 384]
+        bias = self.item_bias.weight[:, 0] + self.content_bias(c)[:, HISTORY]  # [N]
+        return self.item_vectors(c).numpy(), bias.numpy()
 
     def forward(
         self,

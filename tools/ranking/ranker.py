@@ -39,6 +39,7 @@ class Ranker:
         self.config = config
         self.signals = signals
         self.meta = meta
+        self.derived: dict[str, Any] = {}  # made from the head once, on first use (the taste space)
 
     def embed(self, contexts: list[Context], settings: Settings | None = None) -> None:
         """Fill in the contexts' text vectors (MiniLM) from their texts."""

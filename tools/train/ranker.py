@@ -3,7 +3,8 @@
 Examples, each a context and the item to put first:
   - MovieLens ratings as implicit feedback, in time order: for each user, the last rating is the test item
     (`recagent eval movielens`), the one before it the validation item, and every earlier rating a training
-    target with the up to `history` ratings before it as the context (kind HISTORY);
+    target with the up to `history` ratings before it as the context (kind HISTORY); the 90 users of the
+    feedback evaluation (tools/datasets/splits.py: movielens_user_groups) are left out entirely;
   - ReDial train dialogues under the protocol of tools/datasets/redial.py: the movies mentioned so far and the text of
     the conversation -> the movie the recommender suggests (kind CONVERSATION); the ReDial counts behind the
     features leave the sample's own dialogue out;
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from recagent.tools.catalog import load_catalog
 from recagent.tools.datasets.ranking_signals import Signals, build_signals
 from recagent.tools.datasets.redial import Sample, load_dialogues, protocol_samples, redial_dir, redial_mapping
-from recagent.tools.datasets.splits import movielens_split
+from recagent.tools.datasets.splits import movielens_split, movielens_user_groups
 from recagent.tools.feedback import feedback_events
 from recagent.tools.ranking.config import CONVERSATION, FEATURES, HISTORY, RankerConfig
 from recagent.tools.ranking.features import Context, conversation_context, embed_contexts, exclusion_mask
@@ -149,6 +150,12 @@ def train_ranker(
     ids = [it.id for it in catalog.items]
     titles = {it.id: it.title for it in catalog.items}
     train_rows, ml_val, _ml_test, seqs = movielens_split(settings, ids)
+    # The feedback evaluation's users (test and validation) are never trained on: their ratings stay out of the
+    # head's examples and of the signals behind its features.
+    unseen = set().union(*movielens_user_groups(list(seqs)))
+    train_rows = [(u, m) for u, m in train_rows if u not in unseen]
+    seqs = {u: items for u, items in seqs.items() if u not in unseen}
+    ml_val = {u: item for u, item in ml_val.items() if u not in unseen}
     train_d = load_dialogues(redial_dir(settings) / "train.jsonl", limit)
     valid_d = load_dialogues(redial_dir(settings) / "valid.jsonl", None if limit is None else max(10, limit // 5))
     signals = build_signals(settings, catalog, config.sources(), ratings_rows=train_rows, dialogues=train_d + valid_d)
@@ -192,7 +199,7 @@ def train_ranker(
         "limit": limit,
         "with_feedback": with_feedback,
         "trained_on": [
-            "movielens/ratings.csv (all but each user's last two ratings)",
+            "movielens/ratings.csv (all but each user's last two ratings; not the 90 feedback-evaluation users)",
             *[f"redial/{f}" for f in config.redial_files],
         ],
         "features": list(FEATURES),
