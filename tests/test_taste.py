@@ -2,8 +2,12 @@
 agent's next turn ranked with it, and `forget` taking it away. The shipped head, the real movie index, a real
 feedback store in the test home; the planner is scripted so that both turns search the same way."""
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
+from conftest import RECAGENT
 
 from recagent.agent import Agent, ScriptedLLM
 from recagent.tools.feedback import forget_user, record_feedback, user_events
@@ -68,3 +72,22 @@ def test_feedback_reshapes_the_next_turn_and_forget_takes_it_back(settings, movi
     assert forget_user(settings, user) == len(PIXAR)
     assert user_events(settings, user, "movies") == []
     assert shown(user_events(settings, user, "movies")) == before  # nothing left of the taste
+
+
+def test_eval_feedback_measures_the_curve_on_held_out_users(env, tmp_path):
+    out, plot = tmp_path / "feedback.json", tmp_path / "curve.png"
+    run = subprocess.run(
+        [RECAGENT, "eval", "feedback", "--limit", "20", "--json", str(out), "--plot", str(plot)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    assert figures["users"] == "test" and figures["n_users"] == 20
+    assert set(figures["by_k"]) == {"1", "3", "5", "10"}
+    five = figures["by_k"]["5"]
+    assert five["users"] > 10 and five["recall@10_with"] > five["recall@10_without"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| revealed likes k |" in run.stdout
