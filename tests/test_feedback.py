@@ -142,6 +142,19 @@ def test_repl_like_dislike_and_accept_record_feedback(settings):
     assert NAME.encode() not in data and b"lighthouse" not in data  # no conversation text: not opted in
 
 
+def test_the_next_turn_gets_the_users_stored_likes_and_forget_or_off_takes_them_away(settings):
+    r = repl(settings, user=NAME)
+    assert r.taste_events() == []  # nothing stored yet (and no database made by asking)
+    r.command("/like 1")
+    r.command("/dislike 2")
+    later = repl(settings, user=NAME)  # a later conversation of the same user
+    assert later.taste_events() == [("101", 1), ("202", -1)]
+    assert repl(settings, user="someone else").taste_events() == []
+    assert repl(settings, user=NAME, feedback=False).taste_events() is None  # --no-feedback: no taste at all
+    forget_user(settings, NAME)
+    assert later.taste_events() == []
+
+
 def test_conversation_text_is_stored_only_when_the_user_opts_in(settings, monkeypatch):
     repl(settings, user="ana", share_text=True).command("/like 1")
     monkeypatch.setenv("RECAGENT_FEEDBACK_TEXT", "1")  # read when the settings are loaded
