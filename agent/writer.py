@@ -107,7 +107,8 @@ def write_intro(
     """The reply's grounded opening sentence, streamed through `emit`, and the titles taken out of it.
     `complete` is the LLM's complete method."""
     allowed = {title_key(r.title) for r in items} | {title_key(view.title(i)) for i in allowed_ids if i in view.meta}
-    stream = GroundedStream(allowed, view.by_title, emit, listed=[title_key(r.title) for r in items])
+    banned = [title_key(r.title) for r in items] + asked_titles(request, allowed)
+    stream = GroundedStream(allowed, view.by_title, emit, listed=banned)
     complete(writer_messages(request, items, view.profile), max_tokens=WRITER_TOKENS, on_token=stream.add)
     intro = stream.close()
     if not intro:
@@ -143,6 +144,13 @@ def named_titles(sentence: str, catalog_keys: Iterable[str]) -> list[str]:
         if key.count(" ") >= 1 and len(key) >= 8 and f" {key} " in lowered:
             found.append(key)
     return found
+
+
+def asked_titles(request: str, allowed: set[str]) -> list[str]:
+    """The title_keys of titles the request names (quoted, or with a year) that may not be named: one the catalog
+    lacks ('Recommend me "The Glorbnax Chronicles" (2031)') is never echoed as if it were a pick, even by its
+    words alone ("Glorbnax Chronicles fans will love these")."""
+    return [key for t in named_titles(request, ()) if (key := title_key(t)) and key not in allowed]
 
 
 def names_any(sentence: str, keys: Iterable[str]) -> bool:

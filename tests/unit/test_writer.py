@@ -2,6 +2,7 @@
 
 from recagent.agent.writer import (
     GroundedStream,
+    asked_titles,
     ground_text,
     item_list,
     named_titles,
@@ -78,6 +79,18 @@ def test_the_intro_never_reads_as_the_list_of_titles_below_it():
     for token in ["Check out Heat, The Matrix and more. ", "Two tense ", "picks for tonight."]:
         stream.add(token)
     assert stream.close() == "Two tense picks for tonight." and shown == ["Two tense picks for tonight."]
+
+
+def test_a_title_the_user_invented_is_never_echoed_by_the_intro():
+    request = 'Recommend me "The Glorbnax Chronicles" (2031), the best space western ever made'
+    banned = asked_titles(request, set(CATALOG))
+    assert banned == ["glorbnax chronicles"]
+    assert asked_titles('something like "Heat" (1995)', set(CATALOG)) == []  # a catalog title it may name
+    shown = []
+    stream = GroundedStream(set(CATALOG), CATALOG, shown.append, listed=banned)
+    for token in ["Glorbnax Chronicles fans will find these heartwarming. ", "Three space westerns for you."]:
+        stream.add(token)
+    assert stream.close() == "Three space westerns for you." and shown == ["Three space westerns for you."]
 
 
 def test_user_written_tags_that_are_markup_links_or_instructions_are_not_shown():
