@@ -60,10 +60,8 @@ def run_recagent(
     agent: Agent | None = None,
 ) -> dict:
     """recagent's default agent (local llama.cpp) on each request; per-stage timings and validity. feedback: the
-    user's earlier likes and dislikes given to every turn (None: none)."""
-    if agent is None:
-        agent = Agent(make_llm("local", settings, model=model), "movies", settings)
-        agent.turn(agent.new_conversation(), "warm up: a good movie")  # load the model; build the prompt cache
+    user's earlier likes and dislikes given to every turn (None: none); agent: a warm one to reuse."""
+    agent = agent or warm_agent(settings, model)
     turns = []
     for n, text in enumerate(requests, 1):
         reply = agent.turn(agent.new_conversation(), text, feedback=feedback)
@@ -92,6 +90,13 @@ def run_recagent(
         )
     name = "recagent" if feedback is None else f"recagent, with feedback ({len(feedback)} earlier likes/dislikes)"
     return _summary(name, turns)
+
+
+def warm_agent(settings: Settings, model: str = "llm") -> Agent:
+    """recagent's default agent with the model loaded and the planner's prompt cached by one turn."""
+    agent = Agent(make_llm("local", settings, model=model), "movies", settings)
+    agent.turn(agent.new_conversation(), "warm up: a good movie")
+    return agent
 
 
 def feedback_events(settings: Settings, likes: int = 20, dislikes: int = 5) -> list[tuple[str, int]]:
@@ -198,8 +203,7 @@ def run_agent_benchmark(
     (the cost of the taste vector in a turn)."""
     requests = REQUESTS[:limit] if limit else REQUESTS
     if feedback:
-        agent = Agent(make_llm("local", settings, model=model), "movies", settings)
-        agent.turn(agent.new_conversation(), "warm up: a good movie")
+        agent = warm_agent(settings, model)
         events = feedback_events(settings)
         systems = [
             run_recagent(settings, model, requests, None, agent),

@@ -75,7 +75,7 @@ def run_feedback_eval(
     test_users, validation_users = movielens_user_groups(list(ratings))
     users = (validation_users if tune else test_users)[:limit]
     base = ranker.score([Context(text=REQUEST)], settings)[0]  # [N]: the request alone, the same for every user
-    draws = []  # (k, relevant positions, revealed likes, revealed dislikes)
+    draws = []  # (k, relevant positions, revealed events, scores without feedback, their metrics)
     for user in users:
         rated = [(m, r) for m, r in ratings[user] if m in pos]
         highs = sorted(m for m, r in rated if r >= HIGH)
@@ -85,17 +85,23 @@ def run_feedback_eval(
         rng.shuffle(lows)
         for k in ks:
             if len(highs) - k >= MIN_LEFT:
-                draws.append((k, {pos[m] for m in highs[k:]}, highs[:k], lows[:k]))
+                relevant = {pos[m] for m in highs[k:]}
+                before = base.copy()
+                before[[pos[m] for m in highs[:k] + lows[:k]]] = -np.inf
+                events = [(m, 1) for m in highs[:k]] + [(m, -1) for m in lows[:k]]
+                draws.append((k, relevant, events, before, _metrics(before, relevant)))
     grid = [(w, d) for w in GRID_WEIGHTS for d in GRID_DISLIKES] if tune else [(WEIGHT, DISLIKE)]
     results: list[dict[str, Any]] = []
+    tastes: dict[tuple[float, int], np.ndarray | None] = {}  # r(u, i) per (dislike factor, draw): no weight in it
     for weight, dislike in grid:
         per_k: dict[int, list[tuple[float, float, float, float]]] = defaultdict(list)
-        for k, relevant, likes, dislikes in draws:
-            before = base.copy()
-            before[[pos[m] for m in likes + dislikes]] = -np.inf
-            taste = space.taste([(m, 1) for m in likes] + [(m, -1) for m in dislikes], dislike)
-            after = before + weight * space.scores(taste) if taste else before
-            per_k[k].append((*_metrics(before, relevant), *_metrics(after, relevant)))
+        for n, (k, relevant, events, before, without) in enumerate(draws):
+            if (dislike, n) not in tastes:
+                taste = space.taste(events, dislike)
+                tastes[(dislike, n)] = space.scores(taste) if taste else None
+            r = tastes[(dislike, n)]
+            after = before + weight * r if r is not None else before
+            per_k[k].append((*without, *_metrics(after, relevant)))
         rows = {}
         for k in ks:
             m = np.array(per_k[k]) if per_k[k] else np.zeros((0, 4))
