@@ -61,3 +61,13 @@ def bootstrap_interval(
     means = sums[draw].sum(1) / counts[draw].sum(1)[:, None]  # [n, M]
     low, high = np.percentile(means, [2.5, 97.5], axis=0)
     return [[round(float(lo), 3), round(float(hi), 3)] for lo, hi in zip(low, high)]
+
+
+def log_linear_fit(xs: list[float], ys: list[float], target: float) -> dict:
+    """y = a + b * log2(x) by least squares, and the x at which y would reach target at that rate (None when y does
+    not grow, or only past 2^60)."""
+    lx = np.log2(np.asarray(xs, np.float64))
+    b, a = np.polyfit(lx, np.asarray(ys, np.float64), 1) if len(xs) > 1 else (0.0, float(ys[0]) if ys else 0.0)
+    steps = (target - a) / b if b > 1e-9 else math.inf
+    needed = round(2**steps) if steps < 60 else None
+    return {"a": round(float(a), 4), "per_doubling": round(float(b), 4), "target": target, "needed": needed}

@@ -148,3 +148,41 @@ def test_eval_redial_writes_the_figures(settings, env, tmp_path):
     assert figures["timings"]["total_seconds"] > 0
     assert "| system | Recall@1 | Recall@10 | Recall@20 | Recall@50 |" in run.stdout
     assert "UniCRS (new items only)" in run.stdout
+
+
+def test_eval_redial_curve_learns_from_more_dialogues_and_writes_figures_and_a_plot(settings, env, tmp_path):
+    out, png = tmp_path / "curve.json", tmp_path / "curve.png"
+    run = subprocess.run(
+        [RECAGENT, "eval", "redial-curve", "--sizes", "40,20", "--epochs", "2", "--limit", "20", "-q"]
+        + ["--json", str(out), "--plot", str(png)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    rows = figures["sizes"]
+    assert [r["train_dialogues"] for r in rows] == [20, 40]  # sorted
+    assert 0 < rows[0]["train_samples"] < rows[1]["train_samples"]
+    assert rows[1]["dialogues"] == 40 + figures["valid_dialogues"] == 60
+    titles = {it.id: it.title for it in load_catalog("movies", settings).items}
+    dev = protocol_samples(load_dialogues(redial_dir(settings) / "dev.jsonl", 20), default_mapping(settings), titles)
+    assert figures["dev_samples"] == len(dev) > 0
+    for row in rows:
+        assert 0.0 <= row["recall@1"] <= row["recall@10"] <= row["recall@20"] <= row["recall@50"] <= 1.0
+        assert row["recall@50"] > 0  # the mixture finds some targets among 9,742 movies
+        for key, (low, high) in row["interval"].items():
+            assert low <= row[key] <= high
+        assert 1 <= row["epoch"] <= 2
+    assert set(figures["fits"]) == {"recall@1", "recall@10", "recall@50"}
+    assert "| train dialogues | samples | Recall@1 |" in run.stdout and "per doubling" in run.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_redial_curve_refuses_sizes_that_are_not_numbers(env):
+    run = subprocess.run(
+        [RECAGENT, "eval", "redial-curve", "--sizes", "ten,20"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2
+    assert "not a comma-separated list of numbers" in run.stderr and "Traceback" not in run.stderr

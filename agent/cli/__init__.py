@@ -1,7 +1,7 @@
 """The `recagent` command line: plumbing over library calls, one module per area.
 
 app.py (the group and its error handling), options.py (shared options), catalog.py (index, search, models, data),
-chat.py (ask, chat, forget), evaluate.py (eval voice, images, redial, movielens),
+chat.py (ask, chat, forget), evaluate.py (eval voice, images, redial, redial-curve, movielens, feedback),
 dialogues.py (eval dialogues, simulate), serve.py (serve), train.py (train-...), bench.py (bench ...).
 """
 

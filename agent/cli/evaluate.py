@@ -10,6 +10,7 @@ from recagent.evals import eval_feedback as feedback
 from recagent.evals import eval_images as images
 from recagent.evals import eval_movielens as movielens
 from recagent.evals import eval_redial as redial
+from recagent.evals import eval_redial_curve as redial_curve
 from recagent.evals import eval_voice as voice
 from recagent.evals.common import write_json
 from recagent.tools.datasets.redial import PROTOCOLS, compare_mappings, write_mapping
@@ -187,6 +188,51 @@ def eval_redial(
         f"{figures['timings']['total_seconds']:.0f} s in all; system: {figures['system']}; 95% bootstrap intervals "
         "over dialogues)"
     )
+    if json_out:
+        write_json(figures, json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@eval_group.command("redial-curve")
+@click.option(
+    "--sizes",
+    default=",".join(map(str, redial_curve.SIZES)),
+    show_default=True,
+    help="Numbers of ReDial train dialogues to learn from, comma-separated.",
+)
+@click.option("--epochs", default=15, show_default=True, help="Epochs per size (the best on valid is kept).")
+@click.option("--limit", type=int, help="Only the first N valid and dev dialogues.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Draw the curve into this PNG.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def eval_redial_curve(
+    settings: Settings,
+    sizes: str,
+    epochs: int,
+    limit: int | None,
+    plot_out: str | None,
+    json_out: str | None,
+    quiet: bool,
+) -> None:
+    """ReDial dev recall of the head's conversation mixture learned from n train dialogues, for each n."""
+    try:
+        numbers = tuple(int(n) for n in sizes.split(",") if n.strip())
+    except ValueError:
+        raise click.BadParameter(f"{sizes!r} is not a comma-separated list of numbers", param_hint="--sizes") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("give at least one number of dialogues, each 1 or more", param_hint="--sizes")
+    figures = redial_curve.run_redial_curve(
+        settings, numbers, epochs=epochs, limit=limit, progress=not quiet, log=lambda m: click.echo(m, err=True)
+    )
+    click.echo(redial_curve.format_table(figures))
+    click.echo(
+        f"({figures['dev_samples']} dev samples from {figures['dev_dialogues']} dialogues, protocol "
+        f"{figures['protocol']}; {figures['catalog_size']:,} movies ranked; {figures['seconds']:.0f} s; 95% bootstrap "
+        "intervals over dialogues)"
+    )
+    if plot_out:
+        click.echo(f"wrote {redial_curve.plot_curve(figures, plot_out)}")
     if json_out:
         write_json(figures, json_out)
         click.echo(f"wrote {json_out}")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recagent.evals.common import bootstrap_interval, rate, wilson_interval
+from recagent.evals.common import bootstrap_interval, log_linear_fit, rate, wilson_interval
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +30,12 @@ def test_the_bootstrap_interval_holds_the_mean_and_widens_when_samples_share_a_d
     assert ghi - glo > 2 * (ihi - ilo)
     assert bootstrap_interval(hits, seed=3) == bootstrap_interval(hits, seed=3)
     assert bootstrap_interval(np.zeros((0, 2))) == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_the_log_linear_fit_finds_the_rate_per_doubling_and_where_it_reaches_a_target():
+    fit = log_linear_fit([100, 200, 400], [0.10, 0.20, 0.30], target=0.5)
+    assert fit["per_doubling"] == pytest.approx(0.1)
+    assert fit["needed"] == 1600  # two more doublings after 400
+    assert log_linear_fit([100, 200, 400], [0.3, 0.3, 0.3], target=0.5)["needed"] is None  # flat: never
+    assert log_linear_fit([100, 200], [0.3, 0.2], target=0.5)["needed"] is None  # falling: never
+    assert log_linear_fit([100, 200], [0.1, 0.1 + 1e-6], target=0.5)["needed"] is None  # only past 2^60
