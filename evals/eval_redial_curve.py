@@ -227,6 +227,9 @@ def plot_curve(figures: dict, path: str | Path) -> Path:
         ax.plot(line, fit["a"] + fit["per_doubling"] * np.log2(line), "--", color=colour, alpha=0.7)
         ax.axhline(fit["target"], color=colour, linestyle=":", alpha=0.7)
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ticks = [t for t in (100, 200, 400, 800, 1600, 3200, 6400, 12800) if t <= ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
     ax.set_xlabel("ReDial dialogues behind the head (train + 100 valid)")
     ax.set_ylabel("ReDial dev recall (new-items)")
     ax.set_title("Recall over training dialogues; dashed: log fit, dotted: targets")
