@@ -6,7 +6,8 @@ dialogue's own counts left out of its features, as in training) and the conversa
 score in the head is the feature mixture alone, sum_f w_f * feature_f (tools/ranking/model.py,
 conversation_embeddings False), so only those weights are fitted here, with the trainer's loss (softmax over the
 whole catalog, earlier mentions masked) and the epoch of the best valid Recall@10 + Recall@50. Dev Recall@1/10/20/50
-under the new-items protocol, with 95% intervals over dialogues, per n; then a least-squares line
+under the new-items protocol, with 95% intervals over dialogues, per n, and the share of the dev targets that the n
+dialogues saw suggested (with Recall@50 of those and of the others apart); then a least-squares line
 R(n) = a + b * log2(dialogues) and, at that rate, how many dialogues each acceptance target of issue 15 would take.
 The MovieLens signals are the shipped head's (the training ratings, the feedback evaluation's users left out).
 """
@@ -151,7 +152,10 @@ def run_redial_curve(
         valid = Split(signals, valid_x, [s.dialogue for s in valid_s], config)
         dev = Split(signals, dev_x, [s.dialogue for s in dev_s], config)
         w, epoch = fit_conversation_weights(train, valid, epochs)
-        figures = recalls(dev.ranks(w), dev.dialogues)
+        ranks = dev.ranks(w)
+        figures = recalls(ranks, dev.dialogues)
+        # What limits it: a movie the dialogues never saw suggested is rarely found (no count lifts it).
+        seen = signals.suggested[dev.y] > 0
         rows.append(
             {
                 "train_dialogues": n,
@@ -159,13 +163,17 @@ def run_redial_curve(
                 "train_samples": len(picked),
                 "epoch": epoch,
                 **figures,
+                "targets_suggested": round(float(seen.mean()), 4) if len(seen) else 0.0,
+                "recall@50_suggested": round(float((ranks[seen] < 50).mean()), 4) if seen.any() else None,
+                "recall@50_never_suggested": round(float((ranks[~seen] < 50).mean()), 4) if (~seen).any() else None,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
         log(
             f"{n} train dialogues ({len(picked)} samples): dev "
             + " / ".join(f"R@{k} {figures[f'recall@{k}']:.3f}" for k in KS)
-            + f" (epoch {epoch}, {rows[-1]['seconds']:.0f} s)"
+            + f"; {seen.mean():.0%} of the targets suggested in those dialogues (epoch {epoch}, "
+            f"{rows[-1]['seconds']:.0f} s)"
         )
     fits = {
         key: log_linear_fit([r["dialogues"] for r in rows], [r[key] for r in rows], t) for key, t in TARGETS.items()
@@ -187,15 +195,21 @@ def run_redial_curve(
 def format_table(figures: dict) -> str:
     """Markdown: dev recall per number of training dialogues, then the log-linear fits."""
     lines = [
-        "| train dialogues | samples | Recall@1 | Recall@10 | Recall@20 | Recall@50 | Recall@50 95% interval |",
-        "|---|---|---|---|---|---|---|",
+        "| train dialogues | samples | Recall@1 | Recall@10 | Recall@20 | Recall@50 | Recall@50 95% interval | "
+        "targets suggested in them | Recall@50 of those / of the others |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in figures["sizes"]:
         low, high = r["interval"]["recall@50"]
         lines.append(
             f"| {r['train_dialogues']} | {r['train_samples']} | "
             + " | ".join(f"{r[f'recall@{k}']:.3f}" for k in KS)
-            + f" | {low:.3f}-{high:.3f} |"
+            + f" | {low:.3f}-{high:.3f} | {r['targets_suggested']:.0%} | "
+            + " / ".join(
+                "-" if r[key] is None else f"{r[key]:.3f}"
+                for key in ("recall@50_suggested", "recall@50_never_suggested")
+            )
+            + " |"
         )
     lines.append("")
     for key, fit in figures["fits"].items():

@@ -175,6 +175,8 @@ def test_eval_redial_curve_learns_from_more_dialogues_and_writes_figures_and_a_p
         for key, (low, high) in row["interval"].items():
             assert low <= row[key] <= high
         assert 1 <= row["epoch"] <= 2
+        assert 0.0 < row["targets_suggested"] < 1.0  # some dev targets were suggested in those 20-40 dialogues
+    assert rows[0]["targets_suggested"] <= rows[1]["targets_suggested"]  # the 40 hold the 20
     assert set(figures["fits"]) == {"recall@1", "recall@10", "recall@50"}
     assert "| train dialogues | samples | Recall@1 |" in run.stdout and "per doubling" in run.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
