@@ -126,6 +126,8 @@ def run_redial_curve(
     train_d = load_dialogues(folder / "train.jsonl")
     valid_d = load_dialogues(folder / "valid.jsonl", limit)
     dev_d = load_dialogues(folder / "dev.jsonl", limit)
+    if any(n > len(train_d) for n in sizes):
+        log(f"train.jsonl holds {len(train_d)} dialogues: larger sizes are read as {len(train_d)}")
     sizes = tuple(sorted({min(n, len(train_d)) for n in sizes if n > 0}))
     random.Random(seed).shuffle(train_d)
     mapping = redial_mapping(settings, config.mapping, catalog.items)
@@ -175,9 +177,11 @@ def run_redial_curve(
             + f"; {seen.mean():.0%} of the targets suggested in those dialogues (epoch {epoch}, "
             f"{rows[-1]['seconds']:.0f} s)"
         )
-    fits = {
-        key: log_linear_fit([r["dialogues"] for r in rows], [r[key] for r in rows], t) for key, t in TARGETS.items()
-    }
+    fits = (  # a line needs two sizes
+        {key: log_linear_fit([r["dialogues"] for r in rows], [r[key] for r in rows], t) for key, t in TARGETS.items()}
+        if len(rows) > 1
+        else {}
+    )
     return {
         "sizes": rows,
         "fits": fits,
@@ -212,6 +216,8 @@ def format_table(figures: dict) -> str:
             + " |"
         )
     lines.append("")
+    if not figures["fits"]:
+        lines.append("(one size: no line fitted; give two or more with --sizes)")
     for key, fit in figures["fits"].items():
         need = (
             f"reached at about {fit['needed']:,} dialogues"
@@ -235,16 +241,20 @@ def plot_curve(figures: dict, path: str | Path) -> Path:
         ys = [r[key] for r in figures["sizes"]]
         err = np.array([[r[key] - r["interval"][key][0], r["interval"][key][1] - r[key]] for r in figures["sizes"]]).T
         ax.errorbar(xs, ys, yerr=err, fmt="o", color=colour, capsize=3, label=f"dev {key.replace('recall', 'Recall')}")
-        fit = figures["fits"][key]
+        fit = figures["fits"].get(key)
+        if fit is None:
+            continue
         top = max(xs[-1] * 4, fit["needed"] or 0)
         line = np.geomspace(xs[0], min(top, 20000), 50)
         ax.plot(line, fit["a"] + fit["per_doubling"] * np.log2(line), "--", color=colour, alpha=0.7)
         ax.axhline(fit["target"], color=colour, linestyle=":", alpha=0.7)
     ax.set_xscale("log")
     ax.minorticks_off()
-    ticks = [t for t in (100, 200, 400, 800, 1600, 3200, 6400, 12800) if t <= ax.get_xlim()[1]]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800) if lo <= t <= hi]
+    ticks = ticks if len(ticks) > 1 else xs
     ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
-    ax.set_xlabel("ReDial dialogues behind the head (train + 100 valid)")
+    ax.set_xlabel(f"ReDial dialogues behind the head (train + {figures['valid_dialogues']} valid)")
     ax.set_ylabel("ReDial dev recall (new-items)")
     ax.set_title("Recall over training dialogues; dashed: log fit, dotted: targets")
     ax.grid(alpha=0.3)

@@ -182,9 +182,13 @@ def test_eval_redial_curve_learns_from_more_dialogues_and_writes_figures_and_a_p
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_redial_curve_refuses_sizes_that_are_not_numbers(env):
+def test_eval_redial_curve_refuses_sizes_that_are_not_numbers_and_an_empty_limit(env):
     run = subprocess.run(
         [RECAGENT, "eval", "redial-curve", "--sizes", "ten,20"], env=env, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 2
     assert "not a comma-separated list of numbers" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [RECAGENT, "eval", "redial-curve", "--limit", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2 and "--limit" in run.stderr and "Traceback" not in run.stderr

@@ -201,7 +201,7 @@ def eval_redial(
     help="Numbers of ReDial train dialogues to learn from, comma-separated.",
 )
 @click.option("--epochs", default=15, show_default=True, help="Epochs per size (the best on valid is kept).")
-@click.option("--limit", type=int, help="Only the first N valid and dev dialogues.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N valid and dev dialogues.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Draw the curve into this PNG.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
