@@ -35,6 +35,11 @@ BIN = Path(sys.executable).parent
 RECAGENT = str(BIN / "recagent")  # the installed command, run as users run it
 
 
+def run_cli(env: dict, *args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`recagent ARGS` as users run it (the installed command), its output captured as text."""
+    return subprocess.run([RECAGENT, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory) -> Settings:
     """Settings with a fresh home; data from RECAGENT_DATA or ../shared/data; the user's model cache."""

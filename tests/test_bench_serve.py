@@ -6,12 +6,11 @@ queue-wait quantiles from the histogram's buckets, and the acceptance targets.""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.evals.bench_serve import (
     SCRIPTED_CALLS_PER_TURN,
@@ -56,10 +55,10 @@ def test_bench_serve_scripted_two_users(env, tmp_path, movies_index):
     for name, text in DIALOGUES.items():
         (folder / name).write_text(text)
     out = tmp_path / "bench.json"
-    cmd = [RECAGENT, "bench", "serve", "--llm", "scripted", "--users", "1,2", "--turns", "2", "--min-turns", "2"]
+    cmd = ["bench", "serve", "--llm", "scripted", "--users", "1,2", "--turns", "2", "--min-turns", "2"]
     cmd += ["--dialogues", str(folder), "--overhead-turns", "4", "--label", "ci", "--json", str(out)]
     # Every turn asks the scripted LLM as planner and writer (code plans off), so its calls can be counted
-    done = subprocess.run(cmd, env={**env, "RECAGENT_CODE_PLANS": "0"}, capture_output=True, text=True, timeout=300)
+    done = run_cli({**env, "RECAGENT_CODE_PLANS": "0"}, *cmd, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| ci | 2 | 4/4 |" in done.stdout and "service overhead" in done.stdout
 

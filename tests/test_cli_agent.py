@@ -7,17 +7,13 @@ import subprocess
 import threading
 
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli as run
 
 
 def script(tmp_path, *answers) -> str:
     path = tmp_path / "script.json"
     path.write_text(json.dumps(list(answers)))
     return str(path)
-
-
-def run(env, *args, stdin=None, timeout=300):
-    return subprocess.run([RECAGENT, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(autouse=True)

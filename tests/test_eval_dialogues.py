@@ -3,10 +3,9 @@ replay (exact, without a model), leak-free simulated users; one small run with t
 
 import json
 import re
-import subprocess
 
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.agent.llm import ReplayLLM, ScriptedLLM, make_llm
 from recagent.agent.loop import Agent
@@ -133,11 +132,16 @@ def test_recorded_run_replays_identically_without_a_model(shark_script, settings
 
     # The command line replays it too (no model loaded), and a changed dialogue is caught, not answered.
     out = tmp_path / "replayed.json"
-    done = subprocess.run(
-        [RECAGENT, "eval", "dialogues", str(shark_script), "--replay", str(recording), "--json", str(out), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        env,
+        "eval",
+        "dialogues",
+        str(shark_script),
+        "--replay",
+        str(recording),
+        "--json",
+        str(out),
+        "--quiet",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

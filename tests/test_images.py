@@ -4,7 +4,6 @@ import io
 import json
 import random
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import RECAGENT
+from conftest import run_cli
 from PIL import Image
 
 from recagent.evals.eval_images import held_out_items, perturb
@@ -213,24 +212,19 @@ def test_ask_like_this_but_in_black(env, tmp_path, settings, fashion_images):
             [{"tool": "search_catalog", "args": {"query": "t-shirt in black", "filters": []}}, "Here are black ones."]
         )
     )
-    done = subprocess.run(
-        [
-            RECAGENT,
-            "ask",
-            "something like this but in black",
-            "--catalog",
-            "fashion",
-            "--image",
-            photo_of(red),
-            "--json",
-            "--llm",
-            "scripted",
-            "--model",
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        env,
+        "ask",
+        "something like this but in black",
+        "--catalog",
+        "fashion",
+        "--image",
+        photo_of(red),
+        "--json",
+        "--llm",
+        "scripted",
+        "--model",
+        str(script),
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -246,26 +240,21 @@ def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"tool": "search_catalog", "args": {"query": "blue shirt", "filters": []}}, "Ok."]))
     conv = tmp_path / "conv.json"
-    done = subprocess.run(
-        [
-            RECAGENT,
-            "ask",
-            "like this",
-            "--catalog",
-            "fashion",
-            "--image",
-            str(path),
-            "--json",
-            "--conversation",
-            str(conv),
-            "--llm",
-            "scripted",
-            "--model",
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        env,
+        "ask",
+        "like this",
+        "--catalog",
+        "fashion",
+        "--image",
+        str(path),
+        "--json",
+        "--conversation",
+        str(conv),
+        "--llm",
+        "scripted",
+        "--model",
+        str(script),
         timeout=300,
     )
     assert done.returncode == 1
@@ -273,12 +262,16 @@ def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images
     assert words in out["error"] and not out["items"] and "Traceback" not in done.stderr
     assert not conv.exists()  # nothing saved from a failed turn
 
-    repl = subprocess.run(
-        [RECAGENT, "chat", "--catalog", "fashion", "--llm", "scripted", "--model", str(script)],
-        input=f"/image {path} but in black\nblue shirt for men\n/quit\n",
-        env=env,
-        capture_output=True,
-        text=True,
+    repl = run_cli(
+        env,
+        "chat",
+        "--catalog",
+        "fashion",
+        "--llm",
+        "scripted",
+        "--model",
+        str(script),
+        stdin=f"/image {path} but in black\nblue shirt for men\n/quit\n",
         timeout=300,
     )
     assert repl.returncode == 0, repl.stderr
@@ -289,7 +282,6 @@ def test_bad_image_in_ask_and_the_repl(env, tmp_path, bad_images, fashion_images
 def test_train_image_encoder_short_run_resumes_and_loads(env, tmp_path, settings, photo):
     out = tmp_path / "enc.pt"
     args = [
-        RECAGENT,
         "train-image-encoder",
         "--catalog",
         "fashion",
@@ -301,16 +293,16 @@ def test_train_image_encoder_short_run_resumes_and_loads(env, tmp_path, settings
         str(out),
         "--quiet",
     ]
-    first = subprocess.run(args + ["--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
+    first = run_cli(env, *args, "--epochs", "1")
     assert first.returncode == 0, first.stderr
     assert out.is_file() and out.with_suffix(".state.pt").is_file()
     # more epochs: the epoch count shapes the learning-rate schedule, so the saved state does not fit and
     # training starts afresh (two epochs)
-    second = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
+    second = run_cli(env, *args, "--epochs", "2")
     assert second.returncode == 0, second.stderr
     assert "starting afresh" in second.stderr
     # the same command again: it resumes from the saved epoch (the last: nothing left to train)
-    again = subprocess.run(args + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=600)
+    again = run_cli(env, *args, "--epochs", "2")
     assert "resuming from epoch 2 of 2" in again.stderr, again.stderr
 
     meta = torch.load(out, map_location="cpu", weights_only=True)["meta"]

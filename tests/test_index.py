@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import RECAGENT
+from conftest import RECAGENT, run_cli
 
 from recagent.agent.cli import main
 from recagent.tools.catalog import load_file_catalog
@@ -103,13 +103,11 @@ def test_interrupted_index_resumes_without_loss(settings, env, tmp_path, how):
     if how == "ctrl-c":
         assert proc.returncode == 130 and "Run the same command again to continue" in "".join(err)
 
-    rerun = subprocess.run(
-        [RECAGENT, "index", "--catalog", str(path), "-q"], env=env, capture_output=True, text=True, timeout=300
-    )
+    rerun = run_cli(env, "index", "--catalog", str(path), "-q", timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"({2500 - written:,} new" in rerun.stdout
     assert CatalogIndex(str(path), settings).count() == 2500
-    third = subprocess.run([RECAGENT, "index", "--catalog", str(path)], env=env, capture_output=True, text=True)
+    third = run_cli(env, "index", "--catalog", str(path))
     assert "nothing changed" in third.stdout
 
 

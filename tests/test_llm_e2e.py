@@ -5,7 +5,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.agent.catalog_view import CatalogView
 from recagent.evals.eval_images import held_out_items
@@ -25,13 +25,7 @@ def llama_server(settings, tmp_path_factory):
 
 
 def ask(env, conv, text, *backend):
-    done = subprocess.run(
-        [RECAGENT, "ask", text, "--json", "--conversation", str(conv), *backend],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli(env, "ask", text, "--json", "--conversation", str(conv), *backend, timeout=600)
     assert done.returncode == 0, done.stderr + done.stdout
     return json.loads(done.stdout)
 
@@ -78,9 +72,7 @@ def test_four_turn_dialogue_follows_every_refinement(backend, env, tmp_path, mov
 def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
     wav = tmp_path / "request.wav"
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), "I want a scary movie about a shark"], check=True)
-    done = subprocess.run(
-        [RECAGENT, "ask", "--audio", str(wav), "--json"], env=env, capture_output=True, text=True, timeout=600
-    )
+    done = run_cli(env, "ask", "--audio", str(wav), "--json", timeout=600)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["transcript"].lower().rstrip(".") == "i want a scary movie about a shark"
@@ -91,12 +83,17 @@ def test_spoken_request_finds_jaws(env, tmp_path, movies_index):
 def test_photo_like_this_but_in_black(env, settings, colour, kind):
     """Acceptance: a photo of a coloured item + "but in black" -> black items of the same type, real planner."""
     [item] = held_out_items(settings, 1, articleType=kind, baseColour=colour)
-    subprocess.run([RECAGENT, "index", "--catalog", "fashion", "--quiet"], env=env, check=True, capture_output=True)
-    done = subprocess.run(
-        [RECAGENT, "ask", "something like this but in black", "--catalog", "fashion", "--image", item.image, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
+    indexed = run_cli(env, "index", "--catalog", "fashion", "--quiet")
+    assert indexed.returncode == 0, indexed.stderr
+    done = run_cli(
+        env,
+        "ask",
+        "something like this but in black",
+        "--catalog",
+        "fashion",
+        "--image",
+        item.image,
+        "--json",
         timeout=600,
     )
     assert done.returncode == 0, done.stderr

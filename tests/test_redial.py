@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.tools.catalog import load_catalog
 from recagent.tools.datasets.redial import (
@@ -123,13 +122,7 @@ def test_matcher_keeps_every_shipped_match_and_finds_more(settings, movies, titl
 
 def test_eval_redial_writes_the_figures(settings, env, tmp_path):
     out = tmp_path / "redial.json"
-    run = subprocess.run(
-        [RECAGENT, "eval", "redial", "--limit", "6", "--json", str(out), "-q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = run_cli(env, "eval", "redial", "--limit", "6", "--json", str(out), "-q", timeout=600)
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
     for key in ("recall@1", "recall@10", "recall@50", "samples", "dialogues", "timings", "systems"):
@@ -152,12 +145,21 @@ def test_eval_redial_writes_the_figures(settings, env, tmp_path):
 
 def test_eval_redial_curve_learns_from_more_dialogues_and_writes_figures_and_a_plot(settings, env, tmp_path):
     out, png = tmp_path / "curve.json", tmp_path / "curve.png"
-    run = subprocess.run(
-        [RECAGENT, "eval", "redial-curve", "--sizes", "40,20", "--epochs", "2", "--limit", "20", "-q"]
-        + ["--json", str(out), "--plot", str(png)],
-        env=env,
-        capture_output=True,
-        text=True,
+    run = run_cli(
+        env,
+        "eval",
+        "redial-curve",
+        "--sizes",
+        "40,20",
+        "--epochs",
+        "2",
+        "--limit",
+        "20",
+        "-q",
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -183,12 +185,8 @@ def test_eval_redial_curve_learns_from_more_dialogues_and_writes_figures_and_a_p
 
 
 def test_eval_redial_curve_refuses_sizes_that_are_not_numbers_and_an_empty_limit(env):
-    run = subprocess.run(
-        [RECAGENT, "eval", "redial-curve", "--sizes", "ten,20"], env=env, capture_output=True, text=True, timeout=120
-    )
+    run = run_cli(env, "eval", "redial-curve", "--sizes", "ten,20", timeout=120)
     assert run.returncode == 2
     assert "not a comma-separated list of numbers" in run.stderr and "Traceback" not in run.stderr
-    run = subprocess.run(
-        [RECAGENT, "eval", "redial-curve", "--limit", "0"], env=env, capture_output=True, text=True, timeout=120
-    )
+    run = run_cli(env, "eval", "redial-curve", "--limit", "0", timeout=120)
     assert run.returncode == 2 and "--limit" in run.stderr and "Traceback" not in run.stderr

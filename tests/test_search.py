@@ -1,10 +1,9 @@
 """Acceptance searches on the real catalogs, through the real command, on the embedded store and a Chroma server."""
 
 import json
-import subprocess
 
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module", params=["embedded", "server"])
@@ -17,9 +16,7 @@ def store(request, settings, env, tmp_path_factory):
     url = request.getfixturevalue("chroma_server")
     server_env = {**env, "RECAGENT_CHROMA_URL": url}
     for catalog in ("movies", "fashion"):
-        done = subprocess.run(
-            [RECAGENT, "index", "--catalog", catalog, "-q"], env=server_env, capture_output=True, text=True, timeout=900
-        )
+        done = run_cli(server_env, "index", "--catalog", catalog, "-q", timeout=900)
         assert done.returncode == 0, done.stderr
         assert f"indexed {9742 if catalog == 'movies' else 9583:,} items" in done.stdout
         assert url in done.stdout
@@ -27,7 +24,7 @@ def store(request, settings, env, tmp_path_factory):
 
 
 def search(env, *args) -> list[dict]:
-    done = subprocess.run([RECAGENT, "search", *args, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    done = run_cli(env, "search", *args, "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)
     assert all({"id", "title", "score"} <= set(h) for h in hits)
@@ -69,5 +66,5 @@ def test_fashion_filters_on_colour_and_type(store):
 
 
 def test_second_index_run_says_nothing_changed(store):
-    done = subprocess.run([RECAGENT, "index", "--catalog", "movies"], env=store, capture_output=True, text=True)
+    done = run_cli(store, "index", "--catalog", "movies")
     assert done.returncode == 0 and "nothing changed (9,742 items up to date" in done.stdout

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RECAGENT
+from conftest import RECAGENT, run_cli
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -628,11 +628,17 @@ def test_a_public_address_without_keys_is_refused(env, tmp_path):
     script_file = tmp_path / "script.json"
     script_file.write_text("[]")
     environment = {k: v for k, v in env.items() if k != "RECAGENT_API_KEYS"}
-    done = subprocess.run(
-        [RECAGENT, "serve", "--host", "0.0.0.0", "--port", "9", "--llm", "scripted", "--model", str(script_file)],
-        env=environment,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        environment,
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9",
+        "--llm",
+        "scripted",
+        "--model",
+        str(script_file),
         timeout=120,
     )
     assert done.returncode == 1 and done.stdout == ""
@@ -640,12 +646,8 @@ def test_a_public_address_without_keys_is_refused(env, tmp_path):
         "Error: serving on 0.0.0.0 needs API keys: give --api-key NAME=KEY (or RECAGENT_API_KEYS); without keys the "
         "service only binds 127.0.0.1"
     )
-    short = subprocess.run(
-        [RECAGENT, "serve", "--host", "0.0.0.0", "--api-key", "ana=short", "--llm", "scripted"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    short = run_cli(
+        environment, "serve", "--host", "0.0.0.0", "--api-key", "ana=short", "--llm", "scripted", timeout=120
     )
     assert short.returncode == 1 and short.stderr.strip() == (
         "Error: API key for 'ana' is too short: use at least 8 characters"

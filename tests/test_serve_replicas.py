@@ -9,14 +9,13 @@ matter there): exactly one is stored."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import RECAGENT, FakeLLM, Served, start_serve
+from conftest import FakeLLM, Served, run_cli, start_serve
 from sqlalchemy import create_engine, text
 
 from recagent.evals.loopback import start_llama_server, stop_server
@@ -38,12 +37,8 @@ TURN_TIMEOUT = httpx.Timeout(300.0)  # a turn of the 1.5B on 2 cores takes about
 def chroma_movies(env, chroma_server) -> str:
     """The Chroma server with the movie catalog, indexed by `recagent --chroma-url URL index` (text only: photo
     turns are not part of this test; an index made with images, as tests/test_search.py makes it, serves as well)."""
-    done = subprocess.run(
-        [RECAGENT, "--chroma-url", chroma_server, "index", "--catalog", "movies", "--quiet", "--no-images"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    done = run_cli(
+        env, "--chroma-url", chroma_server, "index", "--catalog", "movies", "--quiet", "--no-images", timeout=900
     )
     assert done.returncode == 0, done.stderr
     assert "9,742" in done.stdout and chroma_server in done.stdout, done.stdout

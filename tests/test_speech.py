@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import whisper
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.evals.eval_voice import word_errors
 from recagent.tools.errors import AudioError, ConfigError
@@ -146,25 +146,20 @@ def test_ask_takes_the_speech_backend_and_model_options(audio, env, tmp_path, mo
     answers = [{"tool": "search_catalog", "args": {"query": "prison drama", "filters": []}}, "Prison dramas."]
     script = tmp_path / "script.json"
     script.write_text(json.dumps(answers))
-    done = subprocess.run(
-        [
-            RECAGENT,
-            "ask",
-            "--audio",
-            str(audio / "sentence0.wav"),
-            "--asr-backend",
-            "openai-whisper",
-            "--asr-model",
-            "whisper-tiny-en",
-            "--llm",
-            "scripted",
-            "--model",
-            str(script),
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        env,
+        "ask",
+        "--audio",
+        str(audio / "sentence0.wav"),
+        "--asr-backend",
+        "openai-whisper",
+        "--asr-model",
+        "whisper-tiny-en",
+        "--llm",
+        "scripted",
+        "--model",
+        str(script),
+        "--json",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

@@ -3,11 +3,10 @@ agent's next turn ranked with it, and `forget` taking it away. The shipped head,
 feedback store in the test home; the planner is scripted so that both turns search the same way."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
-from conftest import RECAGENT
+from conftest import run_cli
 
 from recagent.agent import Agent, ScriptedLLM
 from recagent.tools.feedback import forget_user, record_feedback, user_events
@@ -76,13 +75,7 @@ def test_feedback_reshapes_the_next_turn_and_forget_takes_it_back(settings, movi
 
 def test_eval_feedback_measures_the_curve_on_held_out_users(env, tmp_path):
     out, plot = tmp_path / "feedback.json", tmp_path / "curve.png"
-    run = subprocess.run(
-        [RECAGENT, "eval", "feedback", "--limit", "20", "--json", str(out), "--plot", str(plot)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = run_cli(env, "eval", "feedback", "--limit", "20", "--json", str(out), "--plot", str(plot), timeout=600)
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
     assert figures["users"] == "test" and figures["n_users"] == 20
