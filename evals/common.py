@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +72,23 @@ def log_linear_fit(xs: list[float], ys: list[float], target: float) -> dict:
     steps = (target - a) / b if b > 1e-9 else math.inf
     needed = round(2**steps) if steps < 60 else None
     return {"a": round(float(a), 4), "per_doubling": round(float(b), 4), "target": target, "needed": needed}
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (imported on first use: heavy, and only plots need it)."""
+    import matplotlib  # noqa: PLC0415  (see above)
+
+    matplotlib.use("Agg")  # no screen: files only
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (as above)
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """A tight layout, the figure written to path as a PNG (its folder made), then closed."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from recagent.evals.common import pyplot, save_figure
 from recagent.tools.datasets.movielens import read_ratings
 from recagent.tools.datasets.splits import movielens_user_groups
 from recagent.tools.errors import MissingModelError
@@ -149,11 +150,7 @@ def format_table(figures: dict) -> str:
 
 def plot_curve(figures: dict, path: str | Path) -> Path:
     """Recall@10 and NDCG@10 over k, without and with feedback, as a PNG."""
-    import matplotlib  # noqa: PLC0415  (only this command draws)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = pyplot()
     ks = [int(k) for k in figures["by_k"]]
     rows = list(figures["by_k"].values())
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -170,9 +167,4 @@ def plot_curve(figures: dict, path: str | Path) -> Path:
     ax.set_xticks(ks)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

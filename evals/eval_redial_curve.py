@@ -23,16 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recagent.evals.common import log_linear_fit
+from recagent.evals.common import log_linear_fit, pyplot, save_figure
 from recagent.evals.eval_redial import KS, ranks_of, recalls
 from recagent.tools.catalog import load_catalog
 from recagent.tools.datasets.ranking_signals import Signals, build_signals
 from recagent.tools.datasets.redial import load_dialogues, protocol_samples, redial_dir, redial_mapping
-from recagent.tools.datasets.splits import movielens_split, movielens_user_groups
 from recagent.tools.ranking.config import FEATURES, UNTRAINED, RankerConfig
 from recagent.tools.ranking.features import Context, embed_contexts, exclusion_mask, features
 from recagent.tools.settings import Settings
-from recagent.tools.train.ranker import redial_contexts
+from recagent.tools.train.ranker import redial_contexts, training_ratings
 
 SIZES = (60, 125, 250, 500)
 TARGETS = {"recall@1": 0.05, "recall@10": 0.22, "recall@50": 0.45}  # issue 15's acceptance, new-items protocol
@@ -119,9 +118,7 @@ def run_redial_curve(
     catalog = load_catalog("movies", settings)
     ids = [it.id for it in catalog.items]
     titles = {it.id: it.title for it in catalog.items}
-    train_rows, _val, _test, seqs = movielens_split(settings, ids)
-    unseen = set().union(*movielens_user_groups(list(seqs)))
-    train_rows = [(u, m) for u, m in train_rows if u not in unseen]
+    train_rows, _val, _seqs = training_ratings(settings, ids)
     folder = redial_dir(settings)
     train_d = load_dialogues(folder / "train.jsonl")
     valid_d = load_dialogues(folder / "valid.jsonl", limit)
@@ -230,11 +227,7 @@ def format_table(figures: dict) -> str:
 
 def plot_curve(figures: dict, path: str | Path) -> Path:
     """Dev Recall@10 and @50 over the number of dialogues (log scale), the fitted lines and the targets, as a PNG."""
-    import matplotlib  # noqa: PLC0415  (only this command draws)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = pyplot()
     xs = [r["dialogues"] for r in figures["sizes"]]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, colour in (("recall@10", "tab:blue"), ("recall@50", "tab:orange")):
@@ -259,12 +252,7 @@ def plot_curve(figures: dict, path: str | Path) -> Path:
     ax.set_title("Recall over training dialogues; dashed: log fit, dotted: targets")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["SIZES", "TARGETS", "fit_conversation_weights", "format_table", "plot_curve", "run_redial_curve"]

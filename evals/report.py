@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from recagent.evals.common import pyplot, save_figure
+
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", file, caption) | ("pre", text)
 
 
@@ -24,31 +26,18 @@ def _secs(value: float | None) -> str:
 # ---- plots ---------------------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot, drawing to files only."""
-    import matplotlib  # noqa: PLC0415  (an optional extra, heavy: loaded only when a report is written)
-
-    matplotlib.use("Agg")  # no screen: files only
-    import matplotlib.pyplot as plt  # noqa: PLC0415  (as above)
-
-    return plt
-
-
-def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> Path:
+def _save(fig: Any, ax: Any, path: Path, title: str) -> Path:
     """Title, slanted labels, a tight layout; the figure written to path and closed."""
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_bars(
     path: Path, labels: list[str], values: list[float], title: str, ylabel: str, percent: bool = True
 ) -> Path:
     """A bar chart of one value per label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 3.2))
     bars = ax.bar(labels, values, color="#4c72b0")
     for bar, value in zip(bars, values):
@@ -62,18 +51,18 @@ def plot_bars(
     ax.set_ylabel(ylabel)
     if percent:
         ax.set_ylim(0, 1.1)
-    return _save(plt, fig, ax, path, title)
+    return _save(fig, ax, path, title)
 
 
 def plot_latency(path: Path, samples: dict[str, list[float]], title: str) -> Path:
     """Box plots of the seconds spent per stage."""
-    plt = _pyplot()
+    plt = pyplot()
     stages = [s for s, v in samples.items() if v]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(stages) + 2), 3.4))
     ax.boxplot([samples[s] for s in stages], showfliers=True)
     ax.set_xticks(range(1, len(stages) + 1), stages)
     ax.set_ylabel("seconds")
-    return _save(plt, fig, ax, path, title)
+    return _save(fig, ax, path, title)
 
 
 # ---- writing -------------------------------------------------------------------------------------------------

@@ -122,6 +122,20 @@ def evaluate(head: RankingHead, signals: Signals, examples: list[Example], batch
     return recall_ndcg(scores, np.array([signals.pos[t] for _, t in examples], np.int64))
 
 
+def training_ratings(
+    settings: Settings, ids: list[str]
+) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, list[str]]]:
+    """The MovieLens ratings the head learns from: training rows, validation items and rating sequences. The
+    feedback evaluation's users (test and validation) are never trained on: their ratings stay out of the head's
+    examples and of the signals behind its features."""
+    train_rows, ml_val, _ml_test, seqs = movielens_split(settings, ids)
+    unseen = set().union(*movielens_user_groups(list(seqs)))
+    train_rows = [(u, m) for u, m in train_rows if u not in unseen]
+    seqs = {u: items for u, items in seqs.items() if u not in unseen}
+    ml_val = {u: item for u, item in ml_val.items() if u not in unseen}
+    return train_rows, ml_val, seqs
+
+
 def train_ranker(
     settings: Settings,
     out: Path,
@@ -149,13 +163,7 @@ def train_ranker(
     catalog = load_catalog("movies", settings)
     ids = [it.id for it in catalog.items]
     titles = {it.id: it.title for it in catalog.items}
-    train_rows, ml_val, _ml_test, seqs = movielens_split(settings, ids)
-    # The feedback evaluation's users (test and validation) are never trained on: their ratings stay out of the
-    # head's examples and of the signals behind its features.
-    unseen = set().union(*movielens_user_groups(list(seqs)))
-    train_rows = [(u, m) for u, m in train_rows if u not in unseen]
-    seqs = {u: items for u, items in seqs.items() if u not in unseen}
-    ml_val = {u: item for u, item in ml_val.items() if u not in unseen}
+    train_rows, ml_val, seqs = training_ratings(settings, ids)
     train_d = load_dialogues(redial_dir(settings) / "train.jsonl", limit)
     valid_d = load_dialogues(redial_dir(settings) / "valid.jsonl", None if limit is None else max(10, limit // 5))
     signals = build_signals(settings, catalog, config.sources(), ratings_rows=train_rows, dialogues=train_d + valid_d)
