@@ -44,16 +44,11 @@ class Split:
         self, signals: Signals, examples: list[tuple[Context, str]], dialogues: list[str], config: RankerConfig
     ):
         contexts = [c for c, _ in examples]
-        self.F = (
-            np.concatenate(
-                [
-                    features(signals, contexts[lo : lo + 64], config).astype(np.float16)
-                    for lo in range(0, len(contexts), 64)
-                ]
-            )
-            if contexts
-            else np.zeros((0, signals.n, len(FEATURES)), np.float16)
-        )
+        empty = np.zeros((0, signals.n, len(FEATURES)), np.float16)  # so that no contexts is no special case
+        chunks = [
+            features(signals, contexts[lo : lo + 64], config).astype(np.float16) for lo in range(0, len(contexts), 64)
+        ]
+        self.F = np.concatenate([empty, *chunks])
         self.y = np.array([signals.pos[t] for _, t in examples], np.int64)
         self.mask = exclusion_mask(signals, contexts)
         self.dialogues = dialogues
@@ -64,17 +59,13 @@ class Split:
         return s.masked_fill(torch.from_numpy(self.mask[rows]), -1e9)
 
     def ranks(self, w: torch.Tensor) -> np.ndarray:
+        """[S] 0-based rank of each target under the weights w, 64 samples at a time."""
+        out = [np.zeros(0, np.int64)]
         with torch.no_grad():
-            return (
-                np.concatenate(
-                    [
-                        ranks_of(self.scores(w, np.arange(lo, min(lo + 64, len(self.y)))).numpy(), self.y[lo : lo + 64])
-                        for lo in range(0, len(self.y), 64)
-                    ]
-                )
-                if len(self.y)
-                else np.zeros(0, np.int64)
-            )
+            for lo in range(0, len(self.y), 64):
+                rows = np.arange(lo, min(lo + 64, len(self.y)))
+                out.append(ranks_of(self.scores(w, rows).numpy(), self.y[rows]))
+        return np.concatenate(out)
 
 
 def fit_conversation_weights(
